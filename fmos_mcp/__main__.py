@@ -1,0 +1,3 @@
+from fmos_mcp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""fmos-mcp command line: serve, servers, tools, trace."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from fmos_mcp import __version__, logs, paths
+from fmos_mcp.app import App, AppConfig, build
+from fmos_mcp.gateway.core import GatewaySettings
+from fmos_mcp.gateway.downstream import ServerState
+from fmos_mcp.gateway.http import is_loopback
+from fmos_mcp.gateway.pool import DownstreamPool, PoolKey
+from fmos_mcp.gateway.serving import serve_http, serve_stdio
+from fmos_mcp.state.db import StateDB
+from fmos_mcp.state.traces import TraceStore
+from fmos_mcp.traps.request import HostCapabilities
+
+
+def _dirs(parser: argparse.ArgumentParser) -> None:
+    config_home = paths.user_config_dir()
+    parser.add_argument("--servers-dir", type=Path, default=None,
+                        help=f"downstream servers (*.json); default ./servers.d, else {config_home / 'servers.d'}")
+    parser.add_argument("--policies-dir", type=Path, default=None,
+                        help=f"policies; default ./policies, else {config_home / 'policies'}")
+    parser.add_argument("--state-dir", type=Path, default=None, help=f"state database; default {paths.user_state_dir()}")
+    parser.add_argument("--tenant", default="local", help="the tenant stdio hosts and token holders act as")
+    parser.add_argument("--log-level", default=os.environ.get("FMOS_LOG_LEVEL"),
+                        help="debug, info, warning, error (default: info for serve, warning otherwise)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmos-mcp", description="One mediated MCP endpoint over many MCP servers.")
+    parser.add_argument("--version", action="version", version=f"fmos-mcp {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="serve the gateway (stdio by default)")
+    _dirs(serve)
+    serve.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio",
+                       help="stdio, or http/sse (both serve one app: streamable HTTP at /mcp and SSE at /sse)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--auth-token", default=os.environ.get("FMOS_AUTH_TOKEN") or None,
+                       help="bearer token required on HTTP (env FMOS_AUTH_TOKEN); mandatory off loopback")
+    serve.add_argument("--allowed-host", action="append", default=[],
+                       help="an extra Host header value to accept (DNS-rebinding protection)")
+    serve.add_argument("--json-response", action="store_true", help="answer streamable HTTP with plain JSON")
+    serve.add_argument("--startup-grace", type=float, default=5.0,
+                       help="seconds a host's first list waits for servers still starting")
+
+    for name, text in (("servers", "each downstream server: status, era, tool count, last error"),
+                       ("tools", "every aggregated tool: name, server, status")):
+        probe = sub.add_parser(name, help=text)
+        _dirs(probe)
+        probe.add_argument("--json", action="store_true")
+        probe.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for servers to start")
+
+    trace = sub.add_parser("trace", help="recent requests the gateway recorded")
+    _dirs(trace)
+    trace.add_argument("--last", type=int, default=20)
+    trace.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help(sys.stderr)
+        return 2
+    logs.configure(args.log_level or ("info" if args.command == "serve" else "warning"))
+    handler = {"serve": _serve, "servers": _servers, "tools": _tools, "trace": _trace}[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace, transport: str = "stdio", settings: GatewaySettings | None = None) -> AppConfig:
+    config_home = paths.user_config_dir()
+    return AppConfig(
+        servers_dir=args.servers_dir or paths.default_dir("servers.d", config_home),
+        policies_dir=args.policies_dir or paths.default_dir("policies", config_home),
+        state_dir=args.state_dir or paths.user_state_dir(),
+        transport=transport,
+        tenant=args.tenant,
+        settings=settings or GatewaySettings(),
+    )
+
+
+# ----------------------------------------------------------------------------- serve
+
+def _serve(args: argparse.Namespace) -> int:
+    transport = "stdio" if args.transport == "stdio" else "http"
+    if transport == "http" and not is_loopback(args.host) and not args.auth_token:
+        print(f"fmos-mcp: refusing to listen on {args.host} without a token: pass --auth-token or set "
+              "FMOS_AUTH_TOKEN (only loopback addresses may go without one)", file=sys.stderr)
+        return 2
+    settings = GatewaySettings(startup_grace=args.startup_grace)
+    if transport == "stdio":
+        settings = replace(settings, pool_idle=float("inf"))  # one host, for the life of the process
+    app = build(_config(args, transport, settings))
+    if transport == "stdio":
+        anyio.run(serve_stdio, app.gateway, app.traces.run)
+        return 0
+    serve_http(
+        app.gateway, host=args.host, port=args.port, auth_token=args.auth_token, allowed_hosts=args.allowed_host,
+        json_response=args.json_response, background=app.traces.run, on_ready=lambda: _announce(app, args),
+    )
+    return 0
+
+
+def _announce(app: App, args: argparse.Namespace) -> None:
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    base = f"http://{host}:{args.port}"
+    auth = ' --header "Authorization: Bearer $FMOS_AUTH_TOKEN"' if args.auth_token else ""
+    lines = [
+        f"fmos-mcp {__version__}: {len(app.servers.servers)} servers from {app.config.servers_dir}, "
+        f"state in {app.config.state_dir / 'fmos.sqlite3'}",
+        f"  streamable HTTP  {base}/mcp",
+        f"  SSE              {base}/sse",
+        "Connect a host:",
+        f"  Claude Code      claude mcp add --transport http fmos {base}/mcp{auth}",
+        f'  Cursor / others  {{"mcpServers": {{"fmos": {{"url": "{base}/mcp"}}}}}}',
+        f"  Try it           npx @modelcontextprotocol/inspector --cli {base}/mcp --method tools/list",
+    ]
+    if app.errors:
+        lines.append(f"{len(app.errors)} configuration error(s); servers with errors are skipped:")
+        lines += [f"  {error}" for error in app.errors]
+    print("\n".join(lines), flush=True)
+
+
+# ----------------------------------------------------------------------------- servers / tools
+
+def _probe(args: argparse.Namespace) -> tuple[App, DownstreamPool]:
+    """Start every server once with no host capabilities and wait for each first attempt."""
+    settings = GatewaySettings(startup_grace=args.timeout, connect_timeout=args.timeout)
+    app = build(_config(args, "stdio", settings))
+    result: list[DownstreamPool] = []
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(app.gateway.run)
+            result.append(await app.gateway.pool_for(PoolKey(args.tenant, HostCapabilities())))
+            tasks.cancel_scope.cancel()
+
+    anyio.run(run)
+    return app, result[0]
+
+
+def _servers(args: argparse.Namespace) -> int:
+    app, pool = _probe(args)
+    rows = [
+        {
+            "name": s.name, "status": s.state.value, "era": s.era, "transport": s.spec.transport,
+            "tools": len(s.tools) if s.state is ServerState.UP else None, "last_error": s.last_error,
+            "file": s.spec.file,
+        }
+        for s in sorted(pool.servers.values(), key=lambda s: s.name)
+    ]
+    errors = [str(e) for e in app.errors]
+    if args.json:
+        print(json.dumps({"servers": rows, "config_errors": errors}, indent=2))
+    else:
+        _table(rows, ["name", "status", "era", "tools", "last_error"])
+        for error in errors:
+            print(f"config error: {error}")
+    down = any(r["status"] not in ("up", "disabled") for r in rows)
+    return 1 if down or errors else 0
+
+
+def _tools(args: argparse.Namespace) -> int:
+    app, pool = _probe(args)
+    catalog = pool.catalog
+    rows: list[dict[str, Any]] = []
+    for tool in catalog.lists["tools"]:
+        route = catalog.tools[tool.name]
+        rows.append({"name": tool.name, "server": route.server, "original": route.target, "status": "active",
+                     "description": (tool.description or "").split("\n")[0][:100]})
+    for server, name in catalog.filtered:
+        rows.append({"name": None, "server": server, "original": name, "status": "filtered", "description": ""})
+    unavailable = [s.name for s in pool.servers.values() if s.state not in (ServerState.UP, ServerState.DISABLED)]
+    if args.json:
+        print(json.dumps({"tools": rows, "conflicts": catalog.conflicts, "unavailable_servers": unavailable,
+                          "config_errors": [str(e) for e in app.errors]}, indent=2))
+    else:
+        _table(rows, ["name", "server", "status", "description"])
+        for conflict in catalog.conflicts:
+            print(f"conflict: {conflict}")
+        for name in unavailable:
+            print(f"server '{name}' is unavailable; its tools are not listed (see `fmos-mcp servers`)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- trace
+
+def _trace(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or paths.user_state_dir()
+    if not (state_dir / "fmos.sqlite3").exists():
+        print(f"no state database in {state_dir} yet: run `fmos-mcp serve` first", file=sys.stderr)
+        return 1
+    rows = TraceStore(StateDB(state_dir)).recent(args.last)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        row["time"] = time.strftime("%H:%M:%S", time.localtime(row["ts"]))
+        row["ms"] = f"{row['latency_ms']:.1f}"
+        row["traps"] = ",".join(t["decision"] for t in row["traps"]) or ""
+    _table(rows, ["time", "tenant", "method", "server", "name", "ms", "outcome", "traps", "error"])
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c)] + [min(len(row[i]), 60) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v[:60].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,107 @@
+"""The gateway: pools of downstream servers created on demand, one pipeline of interceptors, one face."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+
+from fmos_mcp import logs
+from fmos_mcp.config import ServerSpec
+from fmos_mcp.gateway.pool import DownstreamPool, PoolKey
+from fmos_mcp.gateway.upstream import Identity, UpstreamFace
+from fmos_mcp.traps.pipeline import Interceptor
+
+log = logs.get("fmos.gateway")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    page_size: int = 500  # items per page of every list the host sees
+    startup_grace: float = 5.0  # how long a first list waits for servers that are still starting
+    round_ttl: float = 300.0  # how long a modern host has to answer an InputRequiredResult
+    connect_timeout: float = 30.0
+    backoff_max: float = 30.0
+    max_pools: int = 16
+    pool_idle: float = 1800.0  # an unused pool (HTTP hosts that left) is stopped after this long
+
+
+class Gateway:
+    def __init__(
+        self,
+        servers: Sequence[ServerSpec],
+        interceptors: Sequence[Interceptor],
+        settings: GatewaySettings | None = None,
+        *,
+        default_identity: Identity = Identity("local"),
+        transport: str = "stdio",
+    ) -> None:
+        self.specs = list(servers)
+        self.interceptors = list(interceptors)
+        self.settings = settings or GatewaySettings()
+        self.pools: dict[PoolKey, DownstreamPool] = {}
+        self.face = UpstreamFace(self, default_identity=default_identity, transport=transport)
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._creating: dict[PoolKey, anyio.Event] = {}
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own every background task; returns (after stopping all pools) when cancelled."""
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                tasks.start_soon(self.face.rounds.run)
+                tasks.start_soon(self._reap_idle_pools)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._tasks = None
+            self.face.close()
+
+    async def pool_for(self, key: PoolKey) -> DownstreamPool:
+        pool = self.pools.get(key)
+        if pool is not None:
+            return pool
+        pending = self._creating.get(key)
+        if pending is not None:  # another request of the same host is starting it
+            await pending.wait()
+            return self.pools[key]
+        self._creating[key] = done = anyio.Event()
+        try:
+            pool = await self._start_pool(key)
+        finally:
+            del self._creating[key]
+            done.set()
+        return pool
+
+    async def _start_pool(self, key: PoolKey) -> DownstreamPool:
+        if self._tasks is None:
+            raise RuntimeError("the gateway is not running")
+        if len(self.pools) >= self.settings.max_pools:
+            oldest = min(self.pools.values(), key=lambda p: p.last_used)
+            log.info("pool evicted", pool=oldest.key.label())
+            self._stop_pool(oldest)
+        settings = self.settings
+        pool = DownstreamPool(
+            key, self.specs, self.interceptors, self.face, page_size=settings.page_size,
+            connect_timeout=settings.connect_timeout, backoff_max=settings.backoff_max,
+        )
+        await self._tasks.start(pool.run)
+        self.pools[key] = pool
+        log.info("pool started", pool=key.label(), servers=len(pool.servers))
+        await pool.wait_ready(settings.startup_grace)
+        return pool
+
+    def _stop_pool(self, pool: DownstreamPool) -> None:
+        self.pools.pop(pool.key, None)
+        pool.stop()
+
+    async def _reap_idle_pools(self) -> None:
+        while True:
+            await anyio.sleep(min(60.0, self.settings.pool_idle))
+            now = anyio.current_time()
+            for pool in list(self.pools.values()):
+                if now - pool.last_used > self.settings.pool_idle:
+                    log.info("idle pool stopped", pool=pool.key.label())
+                    self._stop_pool(pool)

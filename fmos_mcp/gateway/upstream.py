@@ -1,0 +1,318 @@
+"""The upstream face: one low-level MCP server that hosts talk to, on every transport and in both eras.
+
+Each handler only translates: it works out who is asking (`HostInfo`), finds the pool for that tenant and
+capability profile, builds the frozen `MediatedRequest`, and hands it to the pool's pipeline. A modern-era
+host's call that a downstream interrupts with a request for the host is carried across retries by
+`InputRounds`. The face also keeps track of connected hosts, to tell them when lists change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.caching import CACHEABLE_METHODS, CacheHint
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
+from mcp.shared.exceptions import MCPDeprecationWarning
+
+from fmos_mcp import __version__, logs
+from fmos_mcp.gateway.inflight import InflightCall
+from fmos_mcp.gateway.pool import DownstreamPool, PoolKey
+from fmos_mcp.gateway.relay import InputRounds, RequestChannel, RoundBinding
+from fmos_mcp.gateway.sdk import connection_of, host_capabilities, is_modern
+from fmos_mcp.traps.request import HostInfo, MediatedRequest
+
+if TYPE_CHECKING:
+    from fmos_mcp.gateway.core import Gateway
+
+log = logs.get("fmos.upstream")
+
+INSTRUCTIONS = (
+    "fmos-mcp is a gateway: its tools, prompts and resources come from several MCP servers. "
+    "Tool and prompt names are NAME__tool, where NAME is the server they come from."
+)
+_ROUND_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+_EVENTS = {"tools": ToolsListChanged, "prompts": PromptsListChanged, "resources": ResourcesListChanged}
+
+
+@dataclass(frozen=True)
+class Identity:
+    tenant: str
+    roles: tuple[str, ...] = ()
+
+
+IDENTITY_SCOPE_KEY = "fmos.identity"  # set on the ASGI scope by the HTTP auth layer
+TRANSPORT_SCOPE_KEY = "fmos.transport"
+
+
+@dataclass(eq=False)
+class HostLink:
+    """A connected handshake-era host: where list_changed and log messages go."""
+
+    connection: Connection
+    session: Any  # a ServerSession of this connection; its standalone channel is the connection's
+    host: HostInfo
+    subscriptions: set[str] = field(default_factory=set)
+
+
+class UpstreamFace:
+    def __init__(self, gateway: Gateway, *, default_identity: Identity, transport: str = "stdio") -> None:
+        self.gateway = gateway
+        self.default_identity = default_identity
+        self.transport = transport
+        self.rounds = InputRounds(ttl=gateway.settings.round_ttl)
+        self._links: dict[PoolKey, OrderedDict[int, HostLink]] = {}
+        self._buses: dict[PoolKey, tuple[InMemorySubscriptionBus, ListenHandler]] = {}
+        self.server = self._build_server()
+
+    # ----------------------------------------------------------------- the MCP server
+
+    def _build_server(self) -> Server[Any]:
+        with warnings.catch_warnings():  # logging, roots and client progress are deprecated, not gone
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            return Server(
+                "fmos-mcp",
+                version=__version__,
+                title="fmos-mcp gateway",
+                instructions=INSTRUCTIONS,
+                # Lists are per tenant and change whenever a server does (list_changed says when): private, stale.
+                cache_hints={method: CacheHint(ttl_ms=0, scope="private") for method in CACHEABLE_METHODS},
+                on_list_tools=self._lister("tools/list"),
+                on_list_prompts=self._lister("prompts/list"),
+                on_list_resources=self._lister("resources/list"),
+                on_list_resource_templates=self._lister("resources/templates/list"),
+                on_call_tool=self._on_call_tool,
+                on_get_prompt=self._on_get_prompt,
+                on_read_resource=self._on_read_resource,
+                on_completion=self._on_complete,
+                on_subscribe_resource=self._on_subscribe,
+                on_unsubscribe_resource=self._on_subscribe,
+                on_subscriptions_listen=self._on_listen,
+                on_set_logging_level=self._on_set_level,
+                on_roots_list_changed=self._on_roots_changed,
+            )
+
+    def initialization_options(self) -> InitializationOptions:
+        return self.server.create_initialization_options(
+            NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        )
+
+    # ----------------------------------------------------------------- who is asking
+
+    def _host(self, ctx: ServerRequestContext[Any]) -> HostInfo:
+        conn = connection_of(ctx.session)
+        cached = conn.state.get("fmos.host")
+        if cached is not None:
+            return cached
+        scope = getattr(ctx.request, "scope", None) or {}
+        identity: Identity = scope.get(IDENTITY_SCOPE_KEY, self.default_identity)
+        modern = is_modern(ctx.protocol_version)
+        client = _client_name(conn, ctx.meta)
+        if conn.session_id:
+            session_id = conn.session_id
+        elif modern:  # a modern host has no session; its name within its tenant is the next best thing
+            session_id = "m-" + hashlib.sha256(f"{identity.tenant}\0{client}".encode()).hexdigest()[:12]
+        else:
+            session_id = uuid.uuid4().hex[:12]
+        host = HostInfo(
+            session_id=session_id,
+            tenant=identity.tenant,
+            transport=scope.get(TRANSPORT_SCOPE_KEY, self.transport),
+            era=ctx.protocol_version,
+            capabilities=host_capabilities(ctx.session.client_capabilities),
+            roles=identity.roles,
+            client_name=client,
+        )
+        if not modern:  # a handshake connection's answers never change; a modern one is per request
+            conn.state["fmos.host"] = host
+        return host
+
+    async def _enter(self, ctx: ServerRequestContext[Any]) -> tuple[HostInfo, DownstreamPool]:
+        host = self._host(ctx)
+        key = PoolKey(host.tenant, host.capabilities)
+        if not is_modern(ctx.protocol_version):
+            self._remember(key, ctx, host)
+        pool = await self.gateway.pool_for(key)
+        return host, pool
+
+    def _remember(self, key: PoolKey, ctx: ServerRequestContext[Any], host: HostInfo) -> None:
+        conn = connection_of(ctx.session)
+        links = self._links.setdefault(key, OrderedDict())
+        ident = id(conn)
+        if ident not in links:
+            links[ident] = HostLink(conn, ctx.session, host)
+            conn.exit_stack.callback(links.pop, ident, None)
+        else:
+            links.move_to_end(ident)
+
+    # ----------------------------------------------------------------- handlers
+
+    def _lister(self, method: str) -> Callable[[ServerRequestContext[Any], Any], Awaitable[Any]]:
+        async def handler(ctx: ServerRequestContext[Any], params: Any) -> Any:
+            host, pool = await self._enter(ctx)
+            return await self._mediate(ctx, pool, MediatedRequest(method=method, host=host, params=params, meta=ctx.meta))
+
+        return handler
+
+    async def _on_call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
+        host, pool = await self._enter(ctx)
+        route = pool.catalog.tools.get(params.name)
+        request = MediatedRequest(
+            method="tools/call", host=host, name=params.name, params=params, meta=ctx.meta,
+            server=route.server if route else None, target=route.target if route else None,
+            arguments=params.arguments or {},
+        )
+        return await self._mediate(ctx, pool, request)
+
+    async def _on_get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
+        host, pool = await self._enter(ctx)
+        route = pool.catalog.prompts.get(params.name)
+        request = MediatedRequest(
+            method="prompts/get", host=host, name=params.name, params=params, meta=ctx.meta,
+            server=route.server if route else None, target=route.target if route else None,
+            arguments=params.arguments or {},
+        )
+        return await self._mediate(ctx, pool, request)
+
+    async def _on_read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
+        host, pool = await self._enter(ctx)
+        uri = str(params.uri)
+        request = MediatedRequest(
+            method="resources/read", host=host, name=uri, params=params, meta=ctx.meta,
+            server=pool.catalog.route_resource(uri),
+        )
+        return await self._mediate(ctx, pool, request)
+
+    async def _on_complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> Any:
+        host, pool = await self._enter(ctx)
+        ref = params.ref
+        name = ref.name if isinstance(ref, types.PromptReference) else ref.uri
+        request = MediatedRequest(method="completion/complete", host=host, name=name, params=params, meta=ctx.meta)
+        return await self._mediate(ctx, pool, request)
+
+    async def _on_subscribe(self, ctx: ServerRequestContext[Any], params: Any) -> Any:
+        host, pool = await self._enter(ctx)
+        uri = str(params.uri)
+        method = "resources/subscribe" if isinstance(params, types.SubscribeRequestParams) else "resources/unsubscribe"
+        result = await self._mediate(
+            ctx, pool, MediatedRequest(method=method, host=host, name=uri, params=params, meta=ctx.meta,
+                                       server=pool.catalog.route_resource(uri)),
+        )
+        link = self._links.get(pool.key, {}).get(id(connection_of(ctx.session)))
+        if link is not None:
+            (link.subscriptions.add if method == "resources/subscribe" else link.subscriptions.discard)(uri)
+        return result
+
+    async def _on_set_level(self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> Any:
+        _, pool = await self._enter(ctx)
+        await pool.set_log_level(params.level)
+        return types.EmptyResult()
+
+    async def _on_roots_changed(self, ctx: ServerRequestContext[Any], params: Any) -> None:
+        _, pool = await self._enter(ctx)
+        await pool.roots_changed()
+
+    async def _on_listen(self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams) -> Any:
+        host, pool = await self._enter(ctx)
+        return await self._bus(pool.key)[1](ctx, params)
+
+    def _bus(self, key: PoolKey) -> tuple[InMemorySubscriptionBus, ListenHandler]:
+        bus = self._buses.get(key)
+        if bus is None:
+            hub = InMemorySubscriptionBus()
+            bus = self._buses[key] = (hub, ListenHandler(hub))
+        return bus
+
+    # ----------------------------------------------------------------- through the pipeline
+
+    async def _mediate(self, ctx: ServerRequestContext[Any], pool: DownstreamPool, request: MediatedRequest) -> Any:
+        pool.last_used = anyio.current_time()
+        leg = RequestChannel(ctx.session, ctx.request_id)
+        if not (is_modern(ctx.protocol_version) and request.method in _ROUND_METHODS):
+            return await pool.pipeline(request.evolve(channel=leg))
+        # A modern host cannot be asked mid-call: the work may outlive this request, across retries.
+        params = request.params
+        binding = RoundBinding(request.host.tenant, request.method, request.name or "")
+        if params.request_state:
+            rnd = self.rounds.resume(params.request_state, binding, params.input_responses)
+        else:
+            rnd = self.rounds.start(binding, lambda channel: pool.pipeline(request.evolve(channel=channel)))
+        return await self.rounds.next_answer(rnd, leg)
+
+    # ----------------------------------------------------------------- HostNotifier
+
+    async def lists_changed(self, key: PoolKey, kinds: set[str]) -> None:
+        for link in list(self._links.get(key, {}).values()):
+            conn = link.connection
+            try:
+                if "tools" in kinds:
+                    await conn.send_tool_list_changed()
+                if "prompts" in kinds:
+                    await conn.send_prompt_list_changed()
+                if kinds & {"resources", "resourceTemplates"}:
+                    await conn.send_resource_list_changed()
+            except Exception as exc:  # noqa: BLE001 - a gone host must not stop the others
+                log.debug("list_changed not delivered", error=str(exc))
+        bus = self._buses.get(key)
+        if bus is not None:
+            for kind in kinds:
+                event = _EVENTS.get("resources" if kind == "resourceTemplates" else kind)
+                if event is not None:
+                    await bus[0].publish(event())
+
+    async def resource_updated(self, key: PoolKey, uri: str) -> None:
+        for link in list(self._links.get(key, {}).values()):
+            if uri in link.subscriptions:
+                try:
+                    await link.connection.send_resource_updated(uri)
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("resource update not delivered", error=str(exc))
+        bus = self._buses.get(key)
+        if bus is not None:
+            await bus[0].publish(ResourceUpdated(uri=uri))
+
+    async def server_log(self, key: PoolKey, params: types.LoggingMessageNotificationParams) -> None:
+        for link in list(self._links.get(key, {}).values()):
+            try:
+                await link.connection.log(params.level, params.data, params.logger)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("log message not delivered", error=str(exc))
+
+    def idle_call(self, key: PoolKey, method: str) -> InflightCall | None:
+        """A request outside any call (roots/list right after start-up) goes to the most recent host."""
+        links = self._links.get(key)
+        if not links:
+            return None
+        link = next(reversed(links.values()))
+        return InflightCall(host=link.host, channel=RequestChannel(link.session))
+
+    def close(self) -> None:
+        for _, handler in self._buses.values():
+            handler.close()
+
+
+def _client_name(conn: Connection, meta: Any) -> str | None:
+    if conn.client_params is not None and conn.client_params.client_info is not None:
+        return conn.client_params.client_info.name
+    info = (meta or {}).get("io.modelcontextprotocol/clientInfo")
+    return info.get("name") if isinstance(info, dict) else None
+

@@ -1,0 +1,61 @@
+"""Structured logging: JSON lines on stderr, never stdout (stdout is JSON-RPC in stdio mode)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+# Keys whose values are never written to a log, whatever the level.
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|authorization|api[_-]?key|cookie|credential)", re.I)
+_REDACTED = "[redacted]"
+
+
+def _redact_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if _SECRET_KEY.search(key):
+            event[key] = _REDACTED
+        elif key in ("env", "headers") and isinstance(event[key], dict):
+            event[key] = {k: _REDACTED for k in event[key]}
+    return event
+
+
+def configure(level: str = "info", *, stream: Any = None) -> None:
+    """Route structlog and the standard library (the MCP SDK, uvicorn) to one JSON stream on stderr."""
+    stream = stream or sys.stderr
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(),
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.processors.format_exc_info],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # The SDK and servers log a line per request at INFO; keep them one notch quieter than ours.
+    root.setLevel(max(numeric, logging.WARNING))
+    for noisy in ("mcp", "uvicorn.access", "httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+
+def get(name: str) -> Any:
+    return structlog.get_logger(name)

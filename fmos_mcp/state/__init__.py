@@ -1,0 +1,1 @@
+"""Everything persistent: one SQLite database in the state directory."""

@@ -1,0 +1,68 @@
+"""The one SQLite database every plane persists to, with numbered migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+DB_FILE = "fmos.sqlite3"
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS traces (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            session TEXT, tenant TEXT, transport TEXT, era TEXT,
+            direction TEXT, method TEXT NOT NULL, server TEXT, name TEXT,
+            arg_bytes INTEGER, result_bytes INTEGER, latency_ms REAL,
+            outcome TEXT NOT NULL, error TEXT, traps TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS traces_ts ON traces (ts)")
+    db.execute("CREATE INDEX IF NOT EXISTS traces_tenant_ts ON traces (tenant, ts)")
+
+
+# Append only: a migration, once shipped, never changes.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+class StateDB:
+    """A thread-safe handle: writes happen on worker threads, off the event loop."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / DB_FILE
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.Lock()
+        with self._lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self.db.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for number, migration in enumerate(MIGRATIONS, start=1):
+            if number > current:
+                with self.db.conn:
+                    migration(self.db)
+                    self.db.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+
+    @contextmanager
+    def locked(self) -> Iterator[sqlite_utils.Database]:
+        with self._lock:
+            yield self.db
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()

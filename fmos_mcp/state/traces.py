@@ -1,0 +1,138 @@
+"""Traces: one row per request, recorded without I/O on the request path and written in batches."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+from mcp.shared.exceptions import MCPError
+
+from fmos_mcp import logs
+from fmos_mcp.state.db import StateDB
+from fmos_mcp.traps.pipeline import CallNext
+from fmos_mcp.traps.request import MediatedRequest
+from fmos_mcp.traps.sizes import content_bytes, json_bytes
+
+log = logs.get("fmos.traces")
+
+COLUMNS = (
+    "ts", "session", "tenant", "transport", "era", "direction", "method", "server", "name",
+    "arg_bytes", "result_bytes", "latency_ms", "outcome", "error", "traps",
+)
+
+
+class TraceStore:
+    """Rows wait in memory and a background task writes them; `flush` on shutdown loses nothing."""
+
+    def __init__(self, db: StateDB, *, batch: int = 512, interval: float = 0.25, max_pending: int = 100_000):
+        self.db = db
+        self.batch = batch
+        self.interval = interval
+        self._pending: deque[tuple[Any, ...]] = deque(maxlen=max_pending)
+        self._lock = anyio.Lock()
+        self.dropped = 0
+
+    def record(self, row: dict[str, Any]) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1  # the database is stuck; keep the newest rows rather than grow without bound
+        self._pending.append(tuple(row.get(c) for c in COLUMNS))
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                await anyio.sleep(self.interval)
+                await self.flush()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._pending:
+                rows = [self._pending.popleft() for _ in range(min(self.batch, len(self._pending)))]
+                try:
+                    await anyio.to_thread.run_sync(self._write, rows)
+                except Exception as exc:  # a full disk must not take the gateway down
+                    log.error("trace write failed", error=str(exc), rows=len(rows))
+                    return
+            if self.dropped:
+                log.warning("trace rows dropped while the database lagged", dropped=self.dropped)
+                self.dropped = 0
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        placeholders = ",".join("?" * len(COLUMNS))
+        with self.db.locked() as db, db.conn:
+            db.conn.executemany(f"INSERT INTO traces ({','.join(COLUMNS)}) VALUES ({placeholders})", rows)
+
+    def recent(self, last: int = 20, tenant: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM traces"
+        args: list[Any] = []
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+            args.append(tenant)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(last)
+        with self.db.locked() as db:
+            cursor = db.execute(sql, args)
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        for row in rows:
+            row["traps"] = json.loads(row["traps"]) if row.get("traps") else []
+        return list(reversed(rows))
+
+
+class TracingInterceptor:
+    """First in the pipeline: times the request and records its outcome and trap decisions."""
+
+    name = "tracing"
+
+    def __init__(self, store: TraceStore) -> None:
+        self.store = store
+
+    async def __call__(self, request: MediatedRequest, call_next: CallNext) -> Any:
+        outcome, error, result = "ok", None, None
+        try:
+            result = await call_next(request)
+            if getattr(result, "is_error", False):
+                outcome = "tool_error"
+            return result
+        except MCPError as exc:
+            outcome, error = "error", f"{exc.error.code}: {exc.error.message}"
+            raise
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"
+            raise
+        except Exception as exc:
+            outcome, error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.store.record(_row(request, result, outcome, error))
+
+
+def _row(request: MediatedRequest, result: Any, outcome: str, error: str | None) -> dict[str, Any]:
+    if request.trail and request.trail[-1].decision == "deny":
+        outcome = "denied"
+    host = request.host
+    return {
+        "ts": time.time(),
+        "session": host.session_id,
+        "tenant": host.tenant,
+        "transport": host.transport,
+        "era": host.era,
+        "direction": request.direction.value,
+        "method": request.method,
+        "server": request.server,
+        "name": request.name,
+        "arg_bytes": json_bytes(dict(request.arguments)) if request.arguments else 0,
+        "result_bytes": content_bytes(result) if result is not None else 0,
+        "latency_ms": round((time.perf_counter() - request.started) * 1000, 3),
+        "outcome": outcome,
+        "error": error,
+        "traps": json.dumps([t.as_json() for t in request.trail]) if request.trail else None,
+    }
