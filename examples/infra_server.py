@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Elicit, ListRoots, Resolve, Sample
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import (
     Completion,
     CompletionArgument,
@@ -65,8 +66,8 @@ class DrainConfirmation(BaseModel):
 
 
 def _node(name: str) -> Node:
-    if name not in NODES:
-        raise ValueError(f"unknown node {name!r}; known: {', '.join(sorted(NODES))}")
+    if name not in NODES:  # ToolError: an anticipated failure whose text the model may read
+        raise ToolError(f"unknown node {name!r}; known: {', '.join(sorted(NODES))}")
     return Node(name=name, **NODES[name])
 
 
@@ -105,7 +106,7 @@ async def drain_node(
 async def deploy_service(service: str, version: str, environment: str, ctx: Context, steps: int = 5) -> str:
     """Roll out a service version to an environment, reporting progress per step; cancellable."""
     if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; known: {', '.join(sorted(SERVICES))}")
+        raise ToolError(f"unknown service {service!r}; known: {', '.join(sorted(SERVICES))}")
     op = {"op": "deploy", "service": service, "version": version, "environment": environment, "status": "running"}
     OPERATIONS.append(op)
     try:
@@ -198,7 +199,10 @@ def inventory() -> dict[str, Any]:
 @mcp.resource("infra://nodes/{name}", mime_type="application/json")
 def node_resource(name: str) -> dict[str, Any]:
     """One node as a resource."""
-    return _node(name).model_dump()
+    try:
+        return _node(name).model_dump()
+    except ToolError as exc:
+        raise ResourceError(str(exc)) from None
 
 
 @mcp.resource("infra://runbooks/{topic}", mime_type="text/markdown")
