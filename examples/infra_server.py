@@ -91,7 +91,7 @@ async def confirm_drain(name: str) -> DrainConfirmation | Elicit[DrainConfirmati
 
 @mcp.tool(annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True))
 async def drain_node(
-    name: str, reason: str, confirmation: Annotated[DrainConfirmation, Resolve(confirm_drain)]
+    name: str, reason: str, ctx: Context, confirmation: Annotated[DrainConfirmation, Resolve(confirm_drain)]
 ) -> str:
     """Cordon a node and evict its pods (production nodes ask for confirmation first)."""
     _node(name)
@@ -99,6 +99,7 @@ async def drain_node(
         return f"Drain of {name} cancelled by the operator."
     evicted, NODES[name]["pods"], NODES[name]["status"] = NODES[name]["pods"], 0, "drained"
     OPERATIONS.append({"op": "drain", "node": name, "reason": reason, "status": "completed"})
+    await ctx.notify_resource_updated(f"infra://nodes/{name}")  # watchers on subscriptions/listen
     return f"Node {name} drained ({evicted} pods evicted). Reason: {reason}"
 
 

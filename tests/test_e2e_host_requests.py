@@ -152,3 +152,55 @@ async def test_log_levels_and_messages_pass_through(servers: Path, state_dir: Pa
 
 async def _has_log(host: RecordingHost, server: str) -> bool:
     return any((log.logger or "").startswith(server) for log in host.logs)
+
+
+async def test_resource_subscriptions_reach_a_handshake_host(servers: Path, state_dir: Path) -> None:
+    host = RecordingHost()
+    uri = "demo://resource/dynamic/text/1"
+    async with stdio_gateway(servers, state_dir, "legacy", **host.callbacks()) as client:
+        await client.subscribe_resource(uri)
+        await client.call_tool("everything__toggle-subscriber-updates", {})
+        try:
+            updates = await eventually(lambda: _updates(host), timeout=30)
+        finally:
+            await client.call_tool("everything__toggle-subscriber-updates", {})
+        assert {str(u.params.uri) for u in updates} == {uri}
+        await client.unsubscribe_resource(uri)
+
+
+async def _updates(host: RecordingHost) -> list[Any]:
+    return [n for n in host.notifications if isinstance(n, types.ResourceUpdatedNotification)]
+
+
+async def test_resource_subscriptions_on_a_modern_hosts_listen_stream(servers: Path, state_dir: Path) -> None:
+    uri = "demo://resource/dynamic/text/2"
+    async with stdio_gateway(servers, state_dir, "auto") as client:
+        await client.list_resource_templates()
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            await client.call_tool("everything__toggle-subscriber-updates", {})
+            try:
+                with anyio.fail_after(30):
+                    event = await subscription.__anext__()
+            finally:
+                await client.call_tool("everything__toggle-subscriber-updates", {})
+        assert type(event).__name__ == "ResourceUpdated" and event.uri == uri
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_resource_updates_from_a_modern_downstream(tmp_path: Path, state_dir: Path, mode: str) -> None:
+    servers = write_servers(tmp_path / "servers.d", {"infra": infra()})
+    host = RecordingHost()
+    uri = "infra://nodes/stage-1"
+    async with stdio_gateway(servers, state_dir, mode, **host.callbacks()) as client:
+        await client.list_resource_templates()
+        if mode == "legacy":
+            await client.subscribe_resource(uri)
+            await client.call_tool("infra__drain_node", {"name": "stage-1", "reason": "watch"})
+            updates = await eventually(lambda: _updates(host))
+            assert [str(u.params.uri) for u in updates] == [uri]
+        else:
+            async with client.listen(resource_subscriptions=[uri]) as subscription:
+                await client.call_tool("infra__drain_node", {"name": "stage-1", "reason": "watch"})
+                with anyio.fail_after(15):
+                    event = await subscription.__anext__()
+            assert event.uri == uri

@@ -131,6 +131,8 @@ class DownstreamServer:
         self._tasks: anyio.abc.TaskGroup | None = None
         self._stderr: StderrTail | None = None
         self._closing_reason: str | None = None
+        self._watched: set[str] = set()  # resources some host subscribed to
+        self._relisten = anyio.Event()
 
     # ----------------------------------------------------------------- supervision
 
@@ -196,6 +198,9 @@ class DownstreamServer:
                 self._tasks = tasks
                 if is_modern(self.era):
                     tasks.start_soon(self._listen, session)
+                else:
+                    for uri in sorted(self._watched):  # subscriptions do not survive a restart downstream
+                        tasks.start_soon(self._send_subscription, session, uri, True)
                 if self.spec.transport != "stdio":
                     tasks.start_soon(self._watch_health, session)
                 async with anyio.create_task_group() as wait:
@@ -269,23 +274,52 @@ class DownstreamServer:
             self._syncing = False
 
     async def _listen(self, session: MirroringClientSession) -> None:
-        """Modern-era change notifications arrive on one subscriptions/listen stream."""
+        """Modern-era change notifications arrive on one subscriptions/listen stream; it is re-opened when
+        the set of watched resources changes (a listen filter is fixed for the stream's life)."""
         caps = session.server_capabilities or types.ServerCapabilities()
         wants = dict(
             tools_list_changed=bool(caps.tools and caps.tools.list_changed),
             prompts_list_changed=bool(caps.prompts and caps.prompts.list_changed),
             resources_list_changed=bool(caps.resources and caps.resources.list_changed),
         )
-        if not any(wants.values()):
-            return
         while True:
-            try:
-                async with listen(session, **wants) as subscription:
-                    async for event in subscription:
-                        self._on_event(event)
-            except Exception as exc:  # noqa: BLE001 - a lost stream is re-opened, never fatal
-                log.debug("listen stream ended", server=self.name, error=str(exc))
-            await anyio.sleep(1.0)
+            self._relisten = anyio.Event()
+            uris = sorted(self._watched) if caps.resources and caps.resources.subscribe else []
+            if any(wants.values()) or uris:
+                async with anyio.create_task_group() as stream:
+                    stream.start_soon(_set_when, self._relisten, stream.cancel_scope)
+                    try:
+                        async with listen(session, **wants, resource_subscriptions=uris) as subscription:
+                            async for event in subscription:
+                                self._on_event(event)
+                    except Exception as exc:  # noqa: BLE001 - a lost stream is re-opened, never fatal
+                        log.debug("listen stream ended", server=self.name, error=str(exc))
+                    stream.cancel_scope.cancel()
+            with anyio.move_on_after(1.0):  # back off before re-opening a stream that ended by itself
+                await self._relisten.wait()
+
+    async def watch_resource(self, uri: str, on: bool) -> None:
+        """Subscribe to (or drop) updates of one resource; kept across restarts of the server."""
+        (self._watched.add if on else self._watched.discard)(uri)
+        session = self._session
+        if session is None:
+            return  # re-sent when the server is back
+        if is_modern(self.era):
+            self._relisten.set()
+        else:
+            await self._send_subscription(session, uri, on)
+
+    async def _send_subscription(self, session: MirroringClientSession, uri: str, on: bool) -> None:
+        caps = self.server_caps
+        if caps is None or caps.resources is None or not caps.resources.subscribe:
+            return
+        model = types.SubscribeRequest if on else types.UnsubscribeRequest
+        params = (types.SubscribeRequestParams if on else types.UnsubscribeRequestParams)(uri=uri)
+        try:
+            with anyio.fail_after(self.spec.timeout):
+                await session.send_request(model(params=params), types.EmptyResult)
+        except Exception as exc:  # noqa: BLE001 - a refused subscription only means no updates
+            log.info("resource subscription refused", server=self.name, uri=uri, error=str(exc))
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, ToolsListChanged):
@@ -301,6 +335,8 @@ class DownstreamServer:
         if isinstance(message, Exception):
             log.warning("server sent something unreadable", server=self.name, error=str(message)[:300])
             return
+        if is_modern(self.era):
+            return  # the SDK tees listen-stream events here too; _listen handles them once
         root = message
         if isinstance(root, types.ToolListChangedNotification):
             self._schedule_sync("tools")

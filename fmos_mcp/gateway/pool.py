@@ -7,6 +7,7 @@ what its hosts can answer, so a host without sampling never receives sampling re
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -81,6 +82,7 @@ class DownstreamPool:
         self.router = Router(self)
         self.pipeline = Pipeline(interceptors, self._terminal)
         self.log_level: str | None = None
+        self._subscribers: Counter[str] = Counter()  # resource URI -> hosts (and listen streams) watching it
         self.last_used = anyio.current_time()
         self._changed = anyio.Event()
         self._scope: anyio.CancelScope | None = None
@@ -182,6 +184,24 @@ class DownstreamPool:
 
     async def resource_updated(self, server: DownstreamServer, uri: str) -> None:
         await self.notifier.resource_updated(self.key, uri)
+
+    async def subscribe(self, uri: str, on: bool) -> bool:
+        """Count the hosts watching a resource; only the first and the last reach its server.
+        Returns False when no server offers the URI."""
+        name = self.catalog.route_resource(uri)
+        if name is None:
+            return False
+        if on:
+            self._subscribers[uri] += 1
+            changed = self._subscribers[uri] == 1
+        else:
+            if self._subscribers[uri] == 0:
+                return True
+            self._subscribers[uri] -= 1
+            changed = self._subscribers[uri] == 0
+        if changed:
+            await self.servers[name].watch_resource(uri, on)
+        return True
 
     async def set_log_level(self, level: str) -> None:
         self.log_level = level

@@ -124,15 +124,9 @@ class Router:
         return self.pool.servers[name]
 
     async def _subscribe(self, request: MediatedRequest) -> Any:
-        server = self._resource_server(request.name or "")
-        caps = server.server_caps
-        if caps is None or caps.resources is None or not caps.resources.subscribe:
-            return types.EmptyResult()  # nothing will change; there is nothing to subscribe to downstream
-        model = types.SubscribeRequest if request.method == "resources/subscribe" else types.UnsubscribeRequest
-        try:
-            await server.request(request.method, model(params=request.params), types.EmptyResult, self._inflight(request))
-        except DownstreamError as exc:
-            raise MCPError(code=INTERNAL_ERROR, message=str(exc)) from None
+        uri = request.name or ""
+        if not await self.pool.subscribe(uri, request.method == "resources/subscribe"):
+            raise MCPError(code=INVALID_PARAMS, message=f"Resource not found: {uri}", data={"uri": uri})
         return types.EmptyResult()
 
     # ----------------------------------------------------------------- completions

@@ -159,10 +159,18 @@ class UpstreamFace:
         links = self._links.setdefault(key, OrderedDict())
         ident = id(conn)
         if ident not in links:
-            links[ident] = HostLink(conn, ctx.session, host)
-            conn.exit_stack.callback(links.pop, ident, None)
+            links[ident] = link = HostLink(conn, ctx.session, host)
+            conn.exit_stack.push_async_callback(self._forget, key, ident, link)
         else:
             links.move_to_end(ident)
+
+    async def _forget(self, key: PoolKey, ident: int, link: HostLink) -> None:
+        """A host left: drop it, and the resource subscriptions it still held."""
+        self._links.get(key, {}).pop(ident, None)
+        pool = self.gateway.pools.get(key)
+        if pool is not None:
+            for uri in list(link.subscriptions):
+                await pool.subscribe(uri, False)
 
     # ----------------------------------------------------------------- handlers
 
@@ -212,14 +220,17 @@ class UpstreamFace:
     async def _on_subscribe(self, ctx: ServerRequestContext[Any], params: Any) -> Any:
         host, pool = await self._enter(ctx)
         uri = str(params.uri)
-        method = "resources/subscribe" if isinstance(params, types.SubscribeRequestParams) else "resources/unsubscribe"
-        result = await self._mediate(
-            ctx, pool, MediatedRequest(method=method, host=host, name=uri, params=params, meta=ctx.meta,
-                                       server=pool.catalog.route_resource(uri)),
-        )
+        on = isinstance(params, types.SubscribeRequestParams)
         link = self._links.get(pool.key, {}).get(id(connection_of(ctx.session)))
+        if link is not None and (uri in link.subscriptions) == on:
+            return types.EmptyResult()  # already (un)subscribed: a host counts once per URI
+        request = MediatedRequest(
+            method="resources/subscribe" if on else "resources/unsubscribe", host=host, name=uri, params=params,
+            meta=ctx.meta, server=pool.catalog.route_resource(uri),
+        )
+        result = await self._mediate(ctx, pool, request)
         if link is not None:
-            (link.subscriptions.add if method == "resources/subscribe" else link.subscriptions.discard)(uri)
+            (link.subscriptions.add if on else link.subscriptions.discard)(uri)
         return result
 
     async def _on_set_level(self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> Any:
@@ -232,8 +243,14 @@ class UpstreamFace:
         await pool.roots_changed()
 
     async def _on_listen(self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams) -> Any:
-        host, pool = await self._enter(ctx)
-        return await self._bus(pool.key)[1](ctx, params)
+        _, pool = await self._enter(ctx)
+        uris = [u for u in (params.notifications.resource_subscriptions or []) if await pool.subscribe(u, True)]
+        try:
+            return await self._bus(pool.key)[1](ctx, params)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for uri in uris:
+                    await pool.subscribe(uri, False)
 
     def _bus(self, key: PoolKey) -> tuple[InMemorySubscriptionBus, ListenHandler]:
         bus = self._buses.get(key)

@@ -1,0 +1,203 @@
+"""The HTTP face: loopback by default, a token for anything else, DNS-rebinding protection, SSE, remote
+downstream servers over streamable HTTP and SSE, and a clean stop that leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from conftest import (
+    EVERYTHING_JS,
+    PY,
+    ROOT,
+    HttpGateway,
+    RecordingHost,
+    everything,
+    free_port,
+    gateway_command,
+    infra,
+    text_of,
+    write_servers,
+)
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def test_any_address_but_loopback_requires_a_token(tmp_path: Path) -> None:
+    servers = write_servers(tmp_path / "servers.d", {"infra": infra()})
+    env = {k: v for k, v in os.environ.items() if k != "FMOS_AUTH_TOKEN"}
+    run = subprocess.run(
+        [PY, *gateway_command(servers, tmp_path / "state", "--transport", "http", "--host", "0.0.0.0", "--port", "1")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )
+    assert run.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in run.stderr and "FMOS_AUTH_TOKEN" in run.stderr
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> HttpGateway:
+    base = tmp_path_factory.mktemp("guarded")
+    gateway = HttpGateway(write_servers(base / "servers.d", {"infra": infra()}), base / "state", token="s3cret-token")
+    yield gateway
+    gateway.stop()
+
+
+def test_requests_without_the_token_get_401(guarded: HttpGateway) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
+        for path in ("/mcp", "/sse", "/messages/?session_id=00000000000000000000000000000000"):
+            method = "GET" if path == "/sse" else "POST"
+            response = httpx2.request(method, guarded.url + path, headers={**MCP_HEADERS, **headers}, json=INIT, timeout=10)
+            assert response.status_code == 401, (path, headers)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    ok = httpx2.post(guarded.url + "/mcp", headers={**MCP_HEADERS, "Authorization": "Bearer s3cret-token"}, json=INIT, timeout=10)
+    assert ok.status_code == 200
+    assert httpx2.get(guarded.url + "/healthz", timeout=10).json() == {"status": "ok"}  # says nothing more
+
+
+def test_dns_rebinding_protection_stays_on(guarded: HttpGateway) -> None:
+    headers = {**MCP_HEADERS, "Authorization": "Bearer s3cret-token", "Host": f"evil.example:{guarded.port}"}
+    assert httpx2.post(guarded.url + "/mcp", headers=headers, json=INIT, timeout=10).status_code == 421
+    origin = {**MCP_HEADERS, "Authorization": "Bearer s3cret-token", "Origin": "http://evil.example"}
+    assert httpx2.post(guarded.url + "/mcp", headers=origin, json=INIT, timeout=10).status_code == 403
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_token_holder_gets_the_whole_gateway(guarded: HttpGateway, mode: str) -> None:
+    host = RecordingHost()
+    async with guarded.client(mode, **host.callbacks()) as client:
+        drained = await client.call_tool("infra__drain_node", {"name": "stage-1", "reason": "patching"})
+        assert "Node stage-1 drained" in text_of(drained)
+        summary = await client.call_tool("infra__summarize_incident", {"incident": "latency spike"})
+        assert "recording-host" in text_of(summary)
+
+
+async def test_sse_hosts_are_served_too(guarded: HttpGateway) -> None:
+    host = RecordingHost()
+    async with guarded.client("legacy", transport="sse", **host.callbacks()) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "infra__get_node" in names
+        summary = await client.call_tool("infra__summarize_incident", {"incident": "sse"})  # a relay over SSE
+        assert "recording-host" in text_of(summary) and host.sampled
+
+
+@pytest.fixture(scope="module")
+def remote_everything() -> dict[str, str]:
+    """server-everything served over streamable HTTP and over SSE, as remote downstream servers."""
+    processes, urls = [], {}
+    for mode, path in (("streamableHttp", "/mcp"), ("sse", "/sse")):
+        port = free_port()
+        env = {**os.environ, "PORT": str(port)}
+        processes.append(subprocess.Popen(["node", str(EVERYTHING_JS), mode], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls[mode] = f"http://127.0.0.1:{port}{path}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx2.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx2.HTTPError:
+                time.sleep(0.1)
+    yield urls
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_remote_downstream_servers_over_http_and_sse(
+    tmp_path: Path, remote_everything: dict[str, str], mode: str
+) -> None:
+    servers = write_servers(tmp_path / "servers.d", {
+        "remote": {"url": remote_everything["streamableHttp"]},
+        "oldsse": {"url": remote_everything["sse"], "transport": "sse"},
+    })
+    host = RecordingHost()
+    gateway = HttpGateway(servers, tmp_path / "state")
+    try:
+        async with gateway.client(mode, **host.callbacks()) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"remote__echo", "oldsse__echo", "remote__trigger-sampling-request"} <= names
+            assert text_of(await client.call_tool("remote__echo", {"message": "over http"})) == "Echo: over http"
+            assert text_of(await client.call_tool("oldsse__echo", {"message": "over sse"})) == "Echo: over sse"
+            sampled = await client.call_tool("remote__trigger-sampling-request", {"prompt": "remote", "maxTokens": 5})
+            assert '"model": "recording-host"' in text_of(sampled)
+    finally:
+        gateway.stop()
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_sigterm_stops_every_downstream_process(tmp_path: Path) -> None:
+    servers = write_servers(tmp_path / "servers.d", {"infra": infra(), "everything": everything()})
+    gateway = HttpGateway(servers, tmp_path / "state")
+    body = httpx2.post(gateway.url + "/mcp", headers=MCP_HEADERS, json=INIT, timeout=10)
+    session = body.headers["mcp-session-id"]
+    headers = {**MCP_HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+    httpx2.post(gateway.url + "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, timeout=10)
+    httpx2.post(gateway.url + "/mcp", headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, timeout=30)
+    children = _descendants(gateway.process.pid)
+    assert len(children) >= 2  # the downstream servers run
+    assert gateway.stop() in (0, -signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(children)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_closing_stdin_stops_a_stdio_gateway_and_its_servers(tmp_path: Path) -> None:
+    servers = write_servers(tmp_path / "servers.d", {"infra": infra()})
+    process = subprocess.Popen([PY, *gateway_command(servers, tmp_path / "state")], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
+    assert process.stdin and process.stdout
+    for message in (INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}):
+        process.stdin.write(json.dumps(message) + "\n")
+        process.stdin.flush()
+    while '"id":2' not in process.stdout.readline().replace(" ", ""):
+        pass
+    children = _descendants(process.pid)
+    assert children
+    process.stdin.close()
+    assert process.wait(timeout=20) == 0
+    deadline = time.monotonic() + 10
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(children)
