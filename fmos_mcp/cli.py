@@ -17,7 +17,7 @@ from fmos_mcp import __version__, logs, paths
 from fmos_mcp.app import App, AppConfig, build
 from fmos_mcp.gateway.core import GatewaySettings
 from fmos_mcp.gateway.downstream import ServerState
-from fmos_mcp.gateway.http import is_loopback
+from fmos_mcp.gateway.http import HttpOptions, is_loopback
 from fmos_mcp.gateway.pool import DownstreamPool, PoolKey
 from fmos_mcp.gateway.serving import serve_http, serve_stdio
 from fmos_mcp.state.db import StateDB
@@ -110,10 +110,8 @@ def _serve(args: argparse.Namespace) -> int:
     if transport == "stdio":
         anyio.run(serve_stdio, app.gateway, app.traces.run)
         return 0
-    serve_http(
-        app.gateway, host=args.host, port=args.port, auth_token=args.auth_token, allowed_hosts=args.allowed_host,
-        json_response=args.json_response, background=app.traces.run, on_ready=lambda: _announce(app, args),
-    )
+    options = HttpOptions(args.host, args.port, args.auth_token, tuple(args.allowed_host), args.json_response)
+    serve_http(app.gateway, options, background=app.traces.run, on_ready=lambda: _announce(app, args))
     return 0
 
 

@@ -12,6 +12,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import stdio_client
 from mcp.server import Server
+from mcp.shared.exceptions import MCPError
 
 from conftest import FAULT
 from fmos_mcp.gateway.sdk import MirroringClientSession, WatchedDispatcher, connection_of, host_capabilities, negotiate
@@ -54,7 +55,7 @@ async def test_the_watched_dispatcher_sees_a_server_die() -> None:
         async with MirroringClientSession(dispatcher=dispatcher, mirrored=HostCapabilities()) as session:
             await negotiate(session, "auto")
             assert session.protocol_version == "2025-06-18"  # discover refused, initialize accepted
-            with pytest.raises(Exception):
+            with pytest.raises(MCPError, match="Connection closed"):
                 await session.call_tool("crash", {})
             with anyio.fail_after(5):
                 await dispatcher.closed.wait()

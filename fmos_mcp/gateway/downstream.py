@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 import anyio
@@ -45,7 +45,7 @@ _RESERVED_META = "io.modelcontextprotocol/"
 _KEEP_META = {"io.modelcontextprotocol/logLevel"}
 
 
-class ServerState(str, Enum):
+class ServerState(StrEnum):
     STARTING = "starting"
     UP = "up"
     DOWN = "down"

@@ -11,6 +11,7 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -37,7 +38,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def transport_security(host: str, port: int, extra_hosts: Sequence[str] = ()) -> TransportSecuritySettings:
+def transport_security(host: str, extra_hosts: Sequence[str] = ()) -> TransportSecuritySettings:
     names = {*LOOPBACK_NAMES, *extra_hosts}
     if not is_loopback(host) and host not in ("0.0.0.0", "::"):
         names.add(host)
@@ -88,23 +89,25 @@ class _SseEndpoint:
             await face.server.run(read, write, face.initialization_options())
 
 
-def build_app(
-    gateway: Gateway,
-    *,
-    host: str,
-    port: int,
-    auth_token: str | None,
-    allowed_hosts: Sequence[str] = (),
-    json_response: bool = False,
-    lifespan_extra: Any = None,
-) -> Starlette:
-    security = transport_security(host, port, allowed_hosts)
-    manager = StreamableHTTPSessionManager(app=gateway.face.server, json_response=json_response, security_settings=security)
+@dataclass(frozen=True)
+class HttpOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    auth_token: str | None = None
+    allowed_hosts: Sequence[str] = ()
+    json_response: bool = False
+
+
+def build_app(gateway: Gateway, options: HttpOptions, lifespan_extra: Any = None) -> Starlette:
+    security = transport_security(options.host, options.allowed_hosts)
+    manager = StreamableHTTPSessionManager(
+        app=gateway.face.server, json_response=options.json_response, security_settings=security
+    )
     sse = SseServerTransport("/messages/", security_settings=security)
     identity = gateway.face.default_identity
 
     def guard(app: ASGIApp, transport: str) -> ASGIApp:
-        return BearerGuard(app, transport, auth_token, identity)
+        return BearerGuard(app, transport, options.auth_token, identity)
 
     async def health(_request: Any) -> JSONResponse:
         return JSONResponse({"status": "ok"})  # public: says nothing about servers or tenants

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -12,7 +12,7 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 
 from fmos_mcp.gateway.core import Gateway
-from fmos_mcp.gateway.http import build_app
+from fmos_mcp.gateway.http import HttpOptions, build_app
 
 Background = Callable[..., Awaitable[Any]]  # started with task_status, runs until cancelled
 
@@ -39,22 +39,14 @@ async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
 
 def serve_http(
     gateway: Gateway,
+    options: HttpOptions,
     *,
-    host: str,
-    port: int,
-    auth_token: str | None,
-    allowed_hosts: Sequence[str] = (),
-    json_response: bool = False,
     background: Background | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    app = build_app(
-        gateway, host=host, port=port, auth_token=auth_token, allowed_hosts=allowed_hosts,
-        json_response=json_response, lifespan_extra=background,
-    )
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
-    server = _AnnouncingServer(config, on_ready)
-    server.run()
+    app = build_app(gateway, options, lifespan_extra=background)
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_config=None, access_log=False, lifespan="on")
+    _AnnouncingServer(config, on_ready).run()
 
 
 class _AnnouncingServer(uvicorn.Server):

@@ -57,9 +57,11 @@ async def open_transport(spec: ServerSpec, stderr: StderrTail | None) -> AsyncIt
         async with sse_client(spec.url or "", headers=dict(spec.headers) or None) as streams:
             yield streams
     else:
-        async with create_mcp_http_client(headers=dict(spec.headers) or None) as http:
-            async with streamable_http_client(spec.url or "", http_client=http) as streams:
-                yield streams
+        async with (
+            create_mcp_http_client(headers=dict(spec.headers) or None) as http,
+            streamable_http_client(spec.url or "", http_client=http) as streams,
+        ):
+            yield streams
 
 
 @asynccontextmanager

@@ -100,8 +100,8 @@ class UpstreamFace:
                 on_list_prompts=self._lister("prompts/list"),
                 on_list_resources=self._lister("resources/list"),
                 on_list_resource_templates=self._lister("resources/templates/list"),
-                on_call_tool=self._on_call_tool,
-                on_get_prompt=self._on_get_prompt,
+                on_call_tool=self._named("tools/call", "tools"),
+                on_get_prompt=self._named("prompts/get", "prompts"),
                 on_read_resource=self._on_read_resource,
                 on_completion=self._on_complete,
                 on_subscribe_resource=self._on_subscribe,
@@ -181,25 +181,20 @@ class UpstreamFace:
 
         return handler
 
-    async def _on_call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
-        host, pool = await self._enter(ctx)
-        route = pool.catalog.tools.get(params.name)
-        request = MediatedRequest(
-            method="tools/call", host=host, name=params.name, params=params, meta=ctx.meta,
-            server=route.server if route else None, target=route.target if route else None,
-            arguments=params.arguments or {},
-        )
-        return await self._mediate(ctx, pool, request)
+    def _named(self, method: str, table: str) -> Callable[[ServerRequestContext[Any], Any], Awaitable[Any]]:
+        """tools/call and prompts/get: routed by the exposed name through the catalog's `table`."""
 
-    async def _on_get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
-        host, pool = await self._enter(ctx)
-        route = pool.catalog.prompts.get(params.name)
-        request = MediatedRequest(
-            method="prompts/get", host=host, name=params.name, params=params, meta=ctx.meta,
-            server=route.server if route else None, target=route.target if route else None,
-            arguments=params.arguments or {},
-        )
-        return await self._mediate(ctx, pool, request)
+        async def handler(ctx: ServerRequestContext[Any], params: Any) -> Any:
+            host, pool = await self._enter(ctx)
+            route = getattr(pool.catalog, table).get(params.name)
+            request = MediatedRequest(
+                method=method, host=host, name=params.name, params=params, meta=ctx.meta,
+                server=route.server if route else None, target=route.target if route else None,
+                arguments=params.arguments or {},
+            )
+            return await self._mediate(ctx, pool, request)
+
+        return handler
 
     async def _on_read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
         host, pool = await self._enter(ctx)

@@ -6,13 +6,13 @@ import itertools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from fmos_mcp.traps.trap import TrapRecord
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     TO_SERVER = "to_server"  # host -> gateway -> downstream server (tools/call, resources/read, ...)
     TO_HOST = "to_host"  # downstream server -> gateway -> host (sampling, elicitation, roots)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class TrapKind(str, Enum):
+class TrapKind(StrEnum):
     KNOWLEDGE = "knowledge"
     MODEL = "model"
     TRUST = "trust"
