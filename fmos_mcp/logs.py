@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -22,6 +22,22 @@ def _redact_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any])
         elif key in ("env", "headers") and isinstance(event[key], dict):
             event[key] = {k: _REDACTED for k in event[key]}
     return event
+
+
+_SECRET_TEXT = re.compile(
+    r"(\bbearer\s+)[^\s\"',;]{6,}"
+    r"|((?:token|secret|password|passwd|api[_-]?key|authorization)[\"']?\s*[:=]?\s*[\"']?)(?!bearer\b)[^\s\"',;]{6,}"
+    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bAKIA[0-9A-Z]{16}\b|\b[A-Za-z0-9+/_-]{40,}={0,2}",
+    re.IGNORECASE,
+)
+
+
+def redact_text(text: str, known: Iterable[str] = ()) -> str:
+    """Mask secrets in free text a process printed: values we know are secret, and what looks like one."""
+    for value in known:
+        if len(value) >= 6:
+            text = text.replace(value, _REDACTED)
+    return _SECRET_TEXT.sub(lambda m: (m.group(1) or m.group(2) or "") + _REDACTED, text)
 
 
 def configure(level: str = "info", *, stream: Any = None) -> None:

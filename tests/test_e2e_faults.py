@@ -193,3 +193,13 @@ def test_stdio_stdout_carries_json_rpc_only(tmp_path: Path) -> None:
     for line in stderr.splitlines():
         if line.startswith("{"):
             json.loads(line)
+
+
+async def test_a_servers_own_secrets_never_reach_the_host(tmp_path: Path, state_dir: Path) -> None:
+    leaky = {"command": PY, "args": ["-c", "import os, sys; sys.stderr.write('bad key ' + os.environ['SERVICE_KEY'] + '\\n'); sys.exit(2)"],
+             "env": {"SERVICE_KEY": "zq-very-private-value"}}
+    servers = write_servers(tmp_path / "servers.d", {"leaky": leaky, "infra": infra()})
+    async with stdio_gateway(servers, state_dir, "legacy") as client:
+        result = await client.call_tool("leaky__anything", {})
+    assert result.is_error and "bad key [redacted]" in text_of(result)
+    assert "zq-very-private-value" not in text_of(result)

@@ -201,3 +201,55 @@ def test_closing_stdin_stops_a_stdio_gateway_and_its_servers(tmp_path: Path) -> 
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(children)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_list_changed_reaches_http_hosts(tmp_path: Path, mode: str) -> None:
+    """A handshake host hears it on its standalone GET stream; a modern one on subscriptions/listen."""
+    import anyio
+    import mcp_types as types
+
+    from conftest import eventually
+
+    gateway = HttpGateway(write_servers(tmp_path / "servers.d", {"infra": infra()}), tmp_path / "state")
+    host = RecordingHost()
+    try:
+        async with gateway.client(mode, **host.callbacks()) as client:
+            await client.list_tools()
+            if mode == "legacy":
+                await client.call_tool("infra__enable_maintenance_tools", {})
+                await eventually(lambda: _has(host, types.ToolListChangedNotification))
+            else:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    await client.call_tool("infra__enable_maintenance_tools", {})
+                    with anyio.fail_after(15):
+                        await subscription.__anext__()
+            assert "infra__maintenance_window" in {t.name for t in (await client.list_tools()).tools}
+    finally:
+        gateway.stop()
+
+
+async def _has(host: RecordingHost, kind: type) -> bool:
+    return any(isinstance(n, kind) for n in host.notifications)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_sigterm_stops_a_stdio_gateway_and_its_servers(tmp_path: Path) -> None:
+    servers = write_servers(tmp_path / "servers.d", {"infra": infra(), "everything": everything()})
+    process = subprocess.Popen([PY, *gateway_command(servers, tmp_path / "state")], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
+    assert process.stdin and process.stdout
+    for message in (INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}):
+        process.stdin.write(json.dumps(message) + "\n")
+        process.stdin.flush()
+    while '"id":2' not in process.stdout.readline().replace(" ", ""):
+        pass
+    children = _descendants(process.pid)
+    assert len(children) >= 2
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    deadline = time.monotonic() + 10
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(children)

@@ -60,20 +60,20 @@ class Gateway:
             self.face.close()
 
     async def pool_for(self, key: PoolKey) -> DownstreamPool:
-        pool = self.pools.get(key)
-        if pool is not None:
-            return pool
-        pending = self._creating.get(key)
-        if pending is not None:  # another request of the same host is starting it
-            await pending.wait()
-            return self.pools[key]
+        while True:
+            pool = self.pools.get(key)
+            if pool is not None:
+                return pool
+            pending = self._creating.get(key)
+            if pending is None:
+                break
+            await pending.wait()  # another request of the same host is starting it; look again after
         self._creating[key] = done = anyio.Event()
         try:
-            pool = await self._start_pool(key)
+            return await self._start_pool(key)
         finally:
             del self._creating[key]
             done.set()
-        return pool
 
     async def _start_pool(self, key: PoolKey) -> DownstreamPool:
         if self._tasks is None:
@@ -102,6 +102,6 @@ class Gateway:
             await anyio.sleep(min(60.0, self.settings.pool_idle))
             now = anyio.current_time()
             for pool in list(self.pools.values()):
-                if now - pool.last_used > self.settings.pool_idle:
+                if now - pool.last_used > self.settings.pool_idle and not self.face.has_hosts(pool.key):
                     log.info("idle pool stopped", pool=pool.key.label())
                     self._stop_pool(pool)

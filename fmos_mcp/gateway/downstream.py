@@ -165,7 +165,8 @@ class DownstreamServer:
         self._closing_reason = None
         self._restart = anyio.Event()
         self._set_state(ServerState.STARTING, self.last_error)
-        self._stderr = StderrTail(self.name) if self.spec.transport == "stdio" else None
+        secrets = [*self.spec.env.values(), *self.spec.headers.values()]
+        self._stderr = StderrTail(self.name, secrets) if self.spec.transport == "stdio" else None
         async with AsyncExitStack() as stack:
             # Context managers that own task groups are entered outside any timeout scope (anyio nesting);
             # the handshake below is what a dead or silent server would hang.

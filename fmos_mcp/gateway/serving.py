@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 import anyio.abc
 import uvicorn
-from mcp.server.stdio import stdio_server
 
 from fmos_mcp.gateway.core import Gateway
 from fmos_mcp.gateway.http import HttpOptions, build_app
+from fmos_mcp.gateway.stdio import stdio_streams
 
 Background = Callable[..., Awaitable[Any]]  # started with task_status, runs until cancelled
 
@@ -25,13 +25,14 @@ async def serve_stdio(gateway: Gateway, background: Background | None = None) ->
         await tasks.start(gateway.run)
         tasks.start_soon(_cancel_on_signal, tasks.cancel_scope)
         face = gateway.face
-        async with stdio_server() as (read, write):
+        async with stdio_streams() as (read, write):
             await face.server.run(read, write, face.initialization_options())
         tasks.cancel_scope.cancel()
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)]
+    with anyio.open_signal_receiver(*wanted) as signals:
         async for _ in signals:
             scope.cancel()
             return

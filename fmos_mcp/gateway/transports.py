@@ -6,7 +6,7 @@ import os
 import shutil
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,8 +28,9 @@ class StartError(Exception):
 class StderrTail:
     """Reads a child's stderr on a thread: each line goes to the debug log, the last few are kept for errors."""
 
-    def __init__(self, server: str, keep: int = 20) -> None:
+    def __init__(self, server: str, secrets: Iterable[str] = (), keep: int = 20) -> None:
         self.server = server
+        self.secrets = tuple(secrets)  # the server's own env and header values: never repeated anywhere
         self.lines: deque[str] = deque(maxlen=keep)
         self._read_fd, self._write_fd = os.pipe()
         # Our copy of the write end is closed once the child holds its own, or EOF would never come.
@@ -39,7 +40,7 @@ class StderrTail:
     def _pump(self) -> None:
         with os.fdopen(self._read_fd, "r", encoding="utf-8", errors="replace") as reader:
             for line in reader:
-                line = line.rstrip()
+                line = logs.redact_text(line.rstrip(), self.secrets)
                 if line:
                     self.lines.append(line)
                     log.debug("server stderr", server=self.server, line=line[:2000])

@@ -317,6 +317,9 @@ class UpstreamFace:
         link = next(reversed(links.values()))
         return InflightCall(host=link.host, channel=RequestChannel(link.session))
 
+    def has_hosts(self, key: PoolKey) -> bool:
+        return bool(self._links.get(key))
+
     def close(self) -> None:
         for _, handler in self._buses.values():
             handler.close()

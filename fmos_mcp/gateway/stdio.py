@@ -1,0 +1,120 @@
+"""The upstream stdio transport, on the event loop itself.
+
+The SDK's stdio server reads stdin through a worker thread: every message costs thread hops, and a read
+blocked in a thread cannot be cancelled, so a signal could not stop the gateway while a host kept stdin
+open. This transport reads and writes the pipes with asyncio. Like the SDK's, it claims fds 0 and 1 while
+serving (0 reads /dev/null, 1 writes to stderr), so nothing else in the process can touch the wire.
+Where stdin is not a pipe, socket or terminal (a regular file), or on Windows, the SDK's transport is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.stdio import stdio_server as sdk_stdio_server
+from mcp.shared.message import SessionMessage
+
+MAX_MESSAGE = 256 * 1024 * 1024  # one JSON-RPC line; longer input is refused, not buffered without bound
+
+
+@asynccontextmanager
+async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
+    if sys.platform == "win32" or not _is_stream(0) or not _is_stream(1):
+        async with sdk_stdio_server() as streams:
+            yield streams
+        return
+    wire_in, wire_out = _claim(0, os.open(os.devnull, os.O_RDONLY)), _claim(1, os.dup(2))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_MESSAGE)
+    read_transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(wire_in, "rb", buffering=0)
+    )
+    write_transport, write_protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(wire_out, "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
+    to_server, from_wire = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    to_wire, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_read, reader, to_server)
+            tasks.start_soon(_write, writer, from_server)
+            yield from_wire, to_wire
+            tasks.cancel_scope.cancel()
+    finally:
+        read_transport.close()
+        write_transport.close()
+        _restore(0, wire_in)
+        _restore(1, wire_out)
+
+
+async def _read(reader: asyncio.StreamReader, out: Any) -> None:
+    async with out:
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as end:
+                line = end.partial
+                if not line.strip():
+                    return  # the host closed stdin
+            except asyncio.LimitOverrunError:
+                await _skip_line(reader)
+                await out.send(ValueError(f"a message longer than {MAX_MESSAGE} bytes was discarded"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+            except ValueError as exc:  # the SDK answers what it can and logs the rest
+                await out.send(exc)
+                continue
+            await out.send(SessionMessage(message))
+
+
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as over:
+            await reader.readexactly(over.consumed)
+        except asyncio.IncompleteReadError:
+            return
+
+
+async def _write(writer: asyncio.StreamWriter, messages: Any) -> None:
+    async with messages:
+        async for message in messages:
+            data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+            writer.write(data.encode("utf-8") + b"\n")
+            await writer.drain()
+
+
+def _is_stream(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+def _claim(fd: int, diversion: int) -> int:
+    """Move the wire to a private descriptor and point `fd` at the diversion."""
+    private = os.dup(fd)
+    os.set_inheritable(private, False)
+    os.dup2(diversion, fd)
+    os.close(diversion)
+    return private
+
+
+def _restore(fd: int, private: int) -> None:
+    with suppress(OSError):
+        os.dup2(private, fd)
