@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--json-response", action="store_true", help="answer streamable HTTP with plain JSON")
     serve.add_argument("--startup-grace", type=float, default=5.0,
                        help="seconds a host's first list waits for servers still starting")
+    serve.add_argument("--input-timeout", type=float, default=300.0,
+                       help="seconds a modern-era host has to answer a server's request (InputRequiredResult) "
+                            "before the waiting call is cancelled")
 
     for name, text in (("servers", "each downstream server: status, era, tool count, last error"),
                        ("tools", "every aggregated tool: name, server, status")):
@@ -103,7 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fmos-mcp: refusing to listen on {args.host} without a token: pass --auth-token or set "
               "FMOS_AUTH_TOKEN (only loopback addresses may go without one)", file=sys.stderr)
         return 2
-    settings = GatewaySettings(startup_grace=args.startup_grace)
+    settings = GatewaySettings(startup_grace=args.startup_grace, round_ttl=args.input_timeout)
     if transport == "stdio":
         settings = replace(settings, pool_idle=float("inf"))  # one host, for the life of the process
     app = build(_config(args, transport, settings))

@@ -3,6 +3,7 @@ host era and downstream era; capability mirroring; list_changed and logging back
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,24 @@ async def test_resource_updates_from_a_modern_downstream(tmp_path: Path, state_d
                 with anyio.fail_after(15):
                     event = await subscription.__anext__()
             assert event.uri == uri
+
+
+async def test_the_hosts_progress_on_a_pushed_request_reaches_the_downstream(tmp_path: Path, state_dir: Path) -> None:
+    """Progress in the other direction: the host reports on a sampling request a server sent it."""
+    servers = write_servers(tmp_path / "servers.d", {"faulty": fault()})
+    tokens: list[Any] = []
+
+    async def slow_sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        token = (ctx.meta or {}).get("progress_token")
+        tokens.append(token)
+        for step in (1, 2):
+            await ctx.session.send_progress_notification(token, step, 2, f"thinking {step}/2")
+        return types.CreateMessageResult(role="assistant", model="m", content=types.TextContent(type="text", text="done"))
+
+    async with stdio_gateway(servers, state_dir, "legacy", sampling_callback=slow_sampling) as client:
+        report = json.loads(text_of(await client.call_tool("faulty__sample_with_progress", {})))
+    assert report["answer"].get("content", {}).get("text") == "done", report
+    assert tokens and tokens[0] != "fault-progress"  # the host saw the gateway's token, not the server's
+    assert [(p["progressToken"], p["progress"], p["message"]) for p in report["progress"]] == [
+        ("fault-progress", 1, "thinking 1/2"), ("fault-progress", 2, "thinking 2/2"),
+    ]

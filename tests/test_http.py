@@ -78,6 +78,8 @@ async def test_a_token_holder_gets_the_whole_gateway(guarded: HttpGateway, mode:
         assert "Node stage-1 drained" in text_of(drained)
         summary = await client.call_tool("infra__summarize_incident", {"incident": "latency spike"})
         assert "recording-host" in text_of(summary)
+        roots = await client.call_tool("infra__report_destinations", {})
+        assert roots.structured_content == {"result": ["file:///srv/workspace"]}
 
 
 async def test_sse_hosts_are_served_too(guarded: HttpGateway) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_REQUEST
 
 from conftest import MODES, fault, infra, inproc_gateway, text_of, write_servers
 from fmos_mcp.gateway.core import GatewaySettings
@@ -88,7 +90,7 @@ async def test_traces_survive_shutdown_and_reopen(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_every_list_paginates_on_both_sides(tmp_path: Path, mode: str) -> None:
-    # The fault server lists 259 tools in pages of 100; the gateway serves pages of 7.
+    # The fault server lists 260 tools in pages of 100; the gateway serves pages of 7.
     servers = write_servers(tmp_path / "servers.d", {"faulty": fault("--tools", "250")})
     settings = GatewaySettings(page_size=7)
     async with inproc_gateway(servers, tmp_path / "state", mode, settings=settings) as (_app, client):
@@ -100,8 +102,30 @@ async def test_every_list_paginates_on_both_sides(tmp_path: Path, mode: str) -> 
             cursor = page.next_cursor
             if not cursor:
                 break
-        assert len(names) == len(set(names)) == 259
-        assert pages == 37
+        assert len(names) == len(set(names)) == 260
+        assert pages == 38
         assert "faulty__bulk_0249" in names
         with pytest.raises(Exception, match="invalid cursor"):
             await client.list_tools(cursor="garbage")
+
+
+class NoWatching:
+    name = "no-watching"
+
+    async def __call__(self, request: MediatedRequest, call_next: CallNext) -> Any:
+        if request.method == "subscriptions/listen":
+            raise MCPError(code=INVALID_REQUEST, message="watching is not allowed here")
+        return await call_next(request)
+
+
+async def test_listen_and_log_levels_pass_through_the_pipeline_too(tmp_path: Path) -> None:
+    servers = write_servers(tmp_path / "servers.d", {"infra": infra()})
+    async with inproc_gateway(servers, tmp_path / "state", "auto", interceptors=[NoWatching()]) as (app, client):
+        with pytest.raises(MCPError, match="watching is not allowed here"):
+            async with client.listen(tools_list_changed=True):
+                pass
+    async with inproc_gateway(servers, tmp_path / "state2", "legacy") as (app, client):
+        await client.set_logging_level("warning")
+        await app.traces.flush()
+        rows = app.traces.recent(10)
+        assert any(r["method"] == "logging/setLevel" and r["outcome"] == "ok" for r in rows)

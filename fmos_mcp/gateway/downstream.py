@@ -31,7 +31,14 @@ from fmos_mcp import __version__, logs
 from fmos_mcp.config import ServerSpec
 from fmos_mcp.gateway.deadline import PausableDeadline
 from fmos_mcp.gateway.inflight import CURRENT_CALL, InflightCall
-from fmos_mcp.gateway.sdk import MirroringClientSession, WatchedDispatcher, is_modern, negotiate
+from fmos_mcp.gateway.sdk import (
+    MirroringClientSession,
+    WatchedDispatcher,
+    is_modern,
+    negotiate,
+    progress_token,
+    without_progress,
+)
 from fmos_mcp.gateway.transports import StartError, StderrTail, open_transport
 from fmos_mcp.traps.request import HostCapabilities
 
@@ -74,7 +81,9 @@ class DownstreamHooks(Protocol):
 
     def server_changed(self, server: DownstreamServer) -> None: ...
 
-    async def host_request(self, server: DownstreamServer, method: str, params: Any) -> Any: ...
+    async def host_request(
+        self, server: DownstreamServer, method: str, params: Any, reply_progress: Any = None
+    ) -> Any: ...
 
     async def server_log(self, server: DownstreamServer, params: types.LoggingMessageNotificationParams) -> None: ...
 
@@ -496,11 +505,23 @@ class DownstreamServer:
 
     async def _relay_push(self, method: str, params: Any) -> Any:
         try:
-            return await self.hooks.host_request(self, method, params)
+            return await self.hooks.host_request(self, method, params, self._progress_back(params))
         except MCPError as exc:
             return exc.error
         except DownstreamError as exc:
             return types.ErrorData(code=INTERNAL_ERROR, message=str(exc))
+
+    def _progress_back(self, params: Any) -> Any:
+        """When the server asked for progress on its request, the host's progress goes back to it."""
+        token = progress_token(getattr(params, "meta", None))
+        session = self._session
+        if token is None or session is None:
+            return None
+
+        async def forward(progress: float, total: float | None, message: str | None) -> None:
+            await session.send_progress_notification(token, progress, total, message)
+
+        return forward
 
     async def set_logging_level(self, level: str) -> None:
         session = self._session
@@ -552,8 +573,7 @@ def downstream_meta(meta: Any) -> dict[str, Any] | None:
     """The host's `_meta` minus what the gateway re-stamps (protocol envelope, progress token)."""
     if not meta:
         return None
-    items = meta.items() if isinstance(meta, dict) else meta.model_dump(by_alias=True, exclude_none=True).items()
-    kept = {k: v for k, v in items if k != "progressToken" and (not k.startswith(_RESERVED_META) or k in _KEEP_META)}
+    kept = {k: v for k, v in (without_progress(meta) or {}).items() if not k.startswith(_RESERVED_META) or k in _KEEP_META}
     return kept or None
 
 

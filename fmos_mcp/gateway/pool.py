@@ -154,11 +154,11 @@ class DownstreamPool:
             raise MCPError(code=INVALID_REQUEST, message=f"the host did not declare support for '{request.method}'")
         if request.channel is None:
             raise MCPError(code=INVALID_REQUEST, message=f"no host is connected to answer '{request.method}'")
-        return await request.channel.request(request.method, request.params)
+        return await request.channel.request(request.method, request.params, on_progress=request.reply_progress)
 
     # ----------------------------------------------------------------- hooks from downstream servers
 
-    async def host_request(self, server: DownstreamServer, method: str, params: Any) -> Any:
+    async def host_request(self, server: DownstreamServer, method: str, params: Any, reply_progress: Any = None) -> Any:
         call = CURRENT_CALL.get() or server.latest_call() or self.notifier.idle_call(self.key, method)
         if call is None:
             raise MCPError(
@@ -167,7 +167,7 @@ class DownstreamPool:
             )
         request = MediatedRequest(
             method=method, host=call.host, direction=Direction.TO_HOST, server=server.name,
-            params=params, channel=call.channel,
+            params=params, channel=call.channel, reply_progress=reply_progress,
         )
         if call.deadline is None:
             return await self.pipeline(request)

@@ -23,6 +23,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 
 from fmos_mcp import logs
+from fmos_mcp.gateway.sdk import progress_token, without_progress
 
 log = logs.get("fmos.relay")
 
@@ -34,11 +35,17 @@ _REQUEST_TYPES: dict[str, Any] = {
 
 
 def input_request(method: str, params: Any) -> Any:
-    """The typed request a downstream asked for, ready to push or to embed in an InputRequiredResult."""
+    """The typed request a downstream asked for, ready to push or to embed in an InputRequiredResult.
+    The downstream's progress token stays behind: it means nothing to the host (the relay maps progress)."""
     model = _REQUEST_TYPES.get(method)
     if model is None:
         raise MCPError(code=INVALID_REQUEST, message=f"the gateway does not relay '{method}' to hosts")
-    return model(params=params) if params is not None else model()
+    if params is None:
+        return model()
+    meta = getattr(params, "meta", None)
+    if progress_token(meta) is not None:
+        params = params.model_copy(update={"meta": without_progress(meta)})
+    return model(params=params)
 
 
 def _result_type(method: str, params: Any) -> Any:

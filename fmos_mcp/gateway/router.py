@@ -45,6 +45,8 @@ class Router:
             "completion/complete": self._complete,
             "resources/subscribe": self._subscribe,
             "resources/unsubscribe": self._subscribe,
+            "logging/setLevel": self._set_level,
+            "subscriptions/listen": self._listen,
         }
 
     async def __call__(self, request: MediatedRequest) -> Any:
@@ -128,6 +130,14 @@ class Router:
         if not await self.pool.subscribe(uri, request.method == "resources/subscribe"):
             raise MCPError(code=INVALID_PARAMS, message=f"Resource not found: {uri}", data={"uri": uri})
         return types.EmptyResult()
+
+    async def _set_level(self, request: MediatedRequest) -> Any:
+        await self.pool.set_log_level(request.params.level)
+        return types.EmptyResult()
+
+    async def _listen(self, request: MediatedRequest) -> Any:
+        """The stream itself is the face's to serve; the pipeline decides whether (and with what filter)."""
+        return request.params
 
     # ----------------------------------------------------------------- completions
 

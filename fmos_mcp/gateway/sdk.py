@@ -77,6 +77,22 @@ async def negotiate(session: ClientSession, era: str) -> None:
         await negotiate_auto(session)
 
 
+PROGRESS_KEYS = ("progress_token", "progressToken")  # typed `_meta` (RequestParamsMeta) and wire spelling
+
+
+def progress_token(meta: Any) -> Any:
+    """The progress token in a request's `_meta`, whether parsed (snake_case) or raw (wire)."""
+    if not meta:
+        return None
+    return next((meta[key] for key in PROGRESS_KEYS if key in meta), None)
+
+
+def without_progress(meta: Any) -> Any:
+    if not meta:
+        return meta
+    return {k: v for k, v in meta.items() if k not in PROGRESS_KEYS} or None
+
+
 def connection_of(session: ServerSession) -> Connection:
     """The per-connection object behind a per-request ServerSession (for standalone notifications)."""
     return session._connection  # noqa: SLF001 - no public accessor in mcp 2.3

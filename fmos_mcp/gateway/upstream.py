@@ -229,16 +229,17 @@ class UpstreamFace:
         return result
 
     async def _on_set_level(self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> Any:
-        _, pool = await self._enter(ctx)
-        await pool.set_log_level(params.level)
-        return types.EmptyResult()
+        host, pool = await self._enter(ctx)
+        return await self._mediate(ctx, pool, MediatedRequest(method="logging/setLevel", host=host, params=params))
 
     async def _on_roots_changed(self, ctx: ServerRequestContext[Any], params: Any) -> None:
         _, pool = await self._enter(ctx)
         await pool.roots_changed()
 
     async def _on_listen(self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams) -> Any:
-        _, pool = await self._enter(ctx)
+        host, pool = await self._enter(ctx)
+        request = MediatedRequest(method="subscriptions/listen", host=host, params=params, meta=ctx.meta)
+        params = await self._mediate(ctx, pool, request)  # interceptors may narrow the filter or refuse
         uris = [u for u in (params.notifications.resource_subscriptions or []) if await pool.subscribe(u, True)]
         try:
             return await self._bus(pool.key)[1](ctx, params)

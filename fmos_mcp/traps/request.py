@@ -56,8 +56,9 @@ class HostChannel(Protocol):
     round. Interceptors (an approval prompt, a judge through sampling) use this and never care which.
     """
 
-    async def request(self, method: str, params: Any) -> Any:
-        """Ask the host (`sampling/createMessage`, `elicitation/create`, `roots/list`); returns the typed result."""
+    async def request(self, method: str, params: Any, on_progress: Any = None) -> Any:
+        """Ask the host (`sampling/createMessage`, `elicitation/create`, `roots/list`); returns the typed result.
+        `on_progress(progress, total, message)` receives what the host reports while it works on it."""
         ...
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None: ...
@@ -82,6 +83,8 @@ class MediatedRequest:
     params: Any = None  # the typed request params as received
     channel: HostChannel | None = None
     meta: Mapping[str, Any] | None = None
+    # Requests to the host only: where progress the host reports on this request goes (the downstream asker).
+    reply_progress: Any = None
     id: int = field(default_factory=lambda: next(_ids))
     started: float = field(default_factory=time.perf_counter)
     # Append-only record of trap decisions taken on this request; the trace reads it afterwards.

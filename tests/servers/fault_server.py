@@ -8,7 +8,8 @@ Options: --tools N (tool count, listed in pages of 100), --slow-start S (seconds
 --name NAME.
 Tools: ok, crash (exits mid-call), freeze (stops the whole process), hang (never answers that call),
 malformed (result of the wrong shape), bad_structured (violates its own output schema), bad_utf8 (invalid
-bytes on the wire), grow (adds a tool and sends list_changed), echo_meta (returns the request's _meta).
+bytes on the wire), grow (adds a tool and sends list_changed), echo_meta (returns the request's _meta),
+sample_with_progress (asks the client to sample with a progress token, returns the progress it received).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ opts = parser.parse_args()
 
 OBJECT = {"type": "object"}
 TOOLS = [{"name": n, "description": f"fault: {n}", "inputSchema": OBJECT} for n in (
-    "ok", "crash", "freeze", "hang", "malformed", "bad_utf8", "grow", "echo_meta",
+    "ok", "crash", "freeze", "hang", "malformed", "bad_utf8", "grow", "echo_meta", "sample_with_progress",
 )]
 TOOLS.append({
     "name": "bad_structured", "description": "violates its output schema", "inputSchema": OBJECT,
@@ -38,6 +39,8 @@ TOOLS.append({
 TOOLS += [{"name": f"bulk_{i:04d}", "description": f"bulk tool number {i}", "inputSchema": OBJECT} for i in range(opts.tools)]
 PAGE = 100
 out_lock = threading.Lock()
+WAITING: dict[str, object] = {}  # our request id -> the tools/call id waiting for its answer
+PROGRESS: list[dict] = []  # progress the client reported on our requests
 
 
 def send(message: dict) -> None:
@@ -83,14 +86,26 @@ def call(msg_id, params: dict) -> None:
         send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
     elif name == "echo_meta":
         result(msg_id, text(json.dumps(params.get("_meta") or {})))
+    elif name == "sample_with_progress":
+        WAITING["sample-1"] = msg_id
+        send({"jsonrpc": "2.0", "id": "sample-1", "method": "sampling/createMessage", "params": {
+            "messages": [{"role": "user", "content": {"type": "text", "text": "think slowly"}}],
+            "maxTokens": 10, "_meta": {"progressToken": "fault-progress"},
+        }})
     else:
         send({"jsonrpc": "2.0", "id": msg_id, "error": {"code": -32602, "message": f"Unknown tool: {name}"}})
 
 
 def handle(message: dict) -> None:
     method, msg_id, params = message.get("method"), message.get("id"), message.get("params") or {}
+    if method is None and msg_id in WAITING:  # the answer to our sampling request
+        answer = message.get("result") or message.get("error")
+        result(WAITING.pop(msg_id), text(json.dumps({"answer": answer, "progress": PROGRESS})))
+        return
+    if method == "notifications/progress":
+        PROGRESS.append(params)
     if msg_id is None:
-        return  # notifications (initialized, cancelled) need no answer
+        return  # notifications (initialized, cancelled, progress) need no answer
     if method == "initialize":
         result(msg_id, {
             "protocolVersion": "2025-06-18",
