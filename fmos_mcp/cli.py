@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from fmos_mcp import __version__, logs, paths
+from fmos_mcp import __version__, hostconfig, logs, paths
 from fmos_mcp.app import App, AppConfig, build
 from fmos_mcp.gateway.core import GatewaySettings
 from fmos_mcp.gateway.downstream import ServerState
@@ -66,6 +66,28 @@ def _parser() -> argparse.ArgumentParser:
         probe.add_argument("--json", action="store_true")
         probe.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for servers to start")
 
+    for name, text in (("install", "register fmos-mcp in a host's MCP configuration (stdio)"),
+                       ("uninstall", "remove fmos-mcp from a host and put back the servers it had")):
+        host = sub.add_parser(name, help=text)
+        host.add_argument("host", choices=hostconfig.HOSTS)
+        host.add_argument("--config", type=Path, help="the host's configuration file (default: its user-scope file)")
+        host.add_argument("--name", default=hostconfig.DEFAULT_NAME, help="the server name fmos-mcp gets in the host")
+        host.add_argument("--dry-run", action="store_true", help="print the change, write nothing")
+        if name == "install":
+            _dirs(host)
+
+    config = sub.add_parser("config", help="move a host's existing servers into servers.d")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    imp = config_sub.add_parser("import", help="move a host's mcpServers entries into servers.d (one file each)")
+    imp.add_argument("--from", dest="host", required=True, choices=hostconfig.HOSTS)
+    imp.add_argument("path", nargs="?", type=Path, help="the host's configuration file (default: its user-scope file)")
+    imp.add_argument("--servers-dir", type=Path, default=None)
+    imp.add_argument("--secrets-as-env", action="store_true",
+                     help="write env and header values as ${VAR} references instead of copying them")
+    imp.add_argument("--name", default=hostconfig.DEFAULT_NAME, help="fmos-mcp's own entry in the host (left alone)")
+    imp.add_argument("--dry-run", action="store_true")
+    imp.add_argument("--log-level", default=None)
+
     trace = sub.add_parser("trace", help="recent requests the gateway recorded")
     _dirs(trace)
     trace.add_argument("--last", type=int, default=20)
@@ -78,10 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help(sys.stderr)
         return 2
-    logs.configure(args.log_level or ("info" if args.command == "serve" else "warning"))
-    handler = {"serve": _serve, "servers": _servers, "tools": _tools, "trace": _trace}[args.command]
+    logs.configure(getattr(args, "log_level", None) or ("info" if args.command == "serve" else "warning"))
+    handler = {
+        "serve": _serve, "servers": _servers, "tools": _tools, "trace": _trace,
+        "install": _install, "uninstall": _uninstall, "config": _config_import,
+    }[args.command]
     try:
         return handler(args)
+    except hostconfig.HostConfigError as exc:
+        print(f"fmos-mcp: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -198,6 +226,59 @@ def _tools(args: argparse.Namespace) -> int:
         for name in unavailable:
             print(f"server '{name}' is unavailable; its tools are not listed (see `fmos-mcp servers`)")
     return 0
+
+
+# ----------------------------------------------------------------------------- hosts
+
+def _install(args: argparse.Namespace) -> int:
+    config = _config(args)
+    path = args.config or hostconfig.config_path(args.host)
+    gateway = hostconfig.GatewayPaths(config.servers_dir, config.policies_dir, config.state_dir)
+    outcome = hostconfig.install(args.host, path, args.name, gateway, dry_run=args.dry_run)
+    _report(outcome, args.dry_run, f"{args.host} will start fmos-mcp as '{args.name}' (restart the host to load it)")
+    return 0
+
+
+def _uninstall(args: argparse.Namespace) -> int:
+    path = args.config or hostconfig.config_path(args.host)
+    outcome = hostconfig.uninstall(args.host, path, args.name, dry_run=args.dry_run)
+    _report(outcome, args.dry_run, f"fmos-mcp removed from {args.host}")
+    return 0
+
+
+def _config_import(args: argparse.Namespace) -> int:
+    path = args.path or hostconfig.config_path(args.host)
+    servers_dir = args.servers_dir or paths.default_dir("servers.d", paths.user_config_dir())
+    result = hostconfig.import_servers(
+        path, servers_dir, secrets_as_env=args.secrets_as_env, gateway_name=args.name, dry_run=args.dry_run
+    )
+    verb = "would write" if args.dry_run else "wrote"
+    for file in result.written:
+        print(f"{verb} {file}")
+    for note in result.skipped:
+        print(f"skipped {note}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.variables:
+        print("set these environment variables where fmos-mcp runs (their values were in the host's file):")
+        for name in sorted(result.variables):
+            print(f"  {name}")
+    if result.host is not None:
+        _report(result.host, args.dry_run, f"{len(result.written)} server(s) moved out of {path}")
+    if not result.written:
+        print(f"nothing to import from {path}")
+    return 0
+
+
+def _report(outcome: hostconfig.Outcome, dry_run: bool, done: str) -> None:
+    for note in outcome.notes:
+        print(note)
+    if not outcome.changed:
+        print(f"{outcome.path}: already up to date, nothing changed")
+    elif dry_run:
+        print(outcome.diff, end="")
+    else:
+        print(f"{outcome.path}: updated (original kept as {outcome.path.name}{hostconfig.BACKUP_SUFFIX}); {done}")
 
 
 # ----------------------------------------------------------------------------- trace
