@@ -37,6 +37,13 @@ def _dirs(parser: argparse.ArgumentParser) -> None:
                         help="debug, info, warning, error (default: info for serve, warning otherwise)")
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmos-mcp", description="One mediated MCP endpoint over many MCP servers.")
     parser.add_argument("--version", action="version", version=f"fmos-mcp {__version__}")
@@ -53,9 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-host", action="append", default=[],
                        help="an extra Host header value to accept (DNS-rebinding protection)")
     serve.add_argument("--json-response", action="store_true", help="answer streamable HTTP with plain JSON")
-    serve.add_argument("--startup-grace", type=float, default=5.0,
+    serve.add_argument("--startup-grace", type=_positive, default=5.0,
                        help="seconds a host's first list waits for servers still starting")
-    serve.add_argument("--input-timeout", type=float, default=300.0,
+    serve.add_argument("--input-timeout", type=_positive, default=300.0,
                        help="seconds a modern-era host has to answer a server's request (InputRequiredResult) "
                             "before the waiting call is cancelled")
 
@@ -64,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         probe = sub.add_parser(name, help=text)
         _dirs(probe)
         probe.add_argument("--json", action="store_true")
-        probe.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for servers to start")
+        probe.add_argument("--timeout", type=_positive, default=30.0, help="seconds to wait for servers to start")
 
     for name, text in (("install", "register fmos-mcp in a host's MCP configuration (stdio)"),
                        ("uninstall", "remove fmos-mcp from a host and put back the servers it had")):

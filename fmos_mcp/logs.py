@@ -32,12 +32,29 @@ _SECRET_TEXT = re.compile(
 )
 
 
+_URL_USERINFO = re.compile(r"(https?://)[^/\s@'\"]+@")
+_URL_QUERY = re.compile(r"(https?://[^\s'\"?#]*)\?[^\s'\"#]*")
+
+
 def redact_text(text: str, known: Iterable[str] = ()) -> str:
-    """Mask secrets in free text a process printed: values we know are secret, and what looks like one."""
+    """Mask secrets in free text a process printed: values we know are secret, URL credentials and query
+    strings, and what looks like a token."""
     for value in known:
         if len(value) >= 6:
             text = text.replace(value, _REDACTED)
+    text = _URL_QUERY.sub(rf"\1?{_REDACTED}", _URL_USERINFO.sub(rf"\1{_REDACTED}@", text))
     return _SECRET_TEXT.sub(lambda m: (m.group(1) or m.group(2) or "") + _REDACTED, text)
+
+
+def secrets_of(*groups: Iterable[str]) -> tuple[str, ...]:
+    """The values a server's configuration makes secret: env and header values, URL credentials and query values."""
+    found: list[str] = []
+    for group in groups:
+        for value in group:
+            found.append(value)
+            for part in re.findall(r"//([^/@\s]+)@|[?&][^=&#\s]+=([^&#\s]+)", value):
+                found.extend(p for p in part if p)
+    return tuple(v for v in found if len(v) >= 6)
 
 
 def configure(level: str = "info", *, stream: Any = None) -> None:

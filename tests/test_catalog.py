@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import string
 
@@ -110,3 +111,14 @@ def test_snapshot_tells_which_lists_changed() -> None:
     after = build_catalog(2, [ServerListing(server="s", prefix="s", tools=[tool("a"), tool("b")])])
     changed = {k for k in before.snapshot() if before.snapshot()[k] != after.snapshot()[k]}
     assert changed == {"tools"}
+
+
+def test_a_cursor_past_the_end_is_refused_and_odd_offsets_are_not_cached() -> None:
+    catalog = build_catalog(1, [ServerListing(server="s", prefix="s", tools=[tool(f"t{i}") for i in range(5)])])
+    with pytest.raises(InvalidCursor, match="past the end"):
+        catalog.page("tools", encode_cursor(6), 2)
+    for offset in range(5):  # a client inventing cursors must not grow the cache
+        catalog.page("tools", encode_cursor(offset), 2)
+    assert len(catalog._pages) == 3  # offsets 0, 2 and 4 only
+    page = catalog.page("tools", None, 2)
+    assert page.wire_bytes == len(json.dumps(page["tools"], separators=(",", ":")).encode())

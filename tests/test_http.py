@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -255,3 +256,42 @@ def test_sigterm_stops_a_stdio_gateway_and_its_servers(tmp_path: Path) -> None:
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(children)
+
+
+async def test_a_push_that_could_belong_to_two_hosts_is_refused_not_misrouted(tmp_path: Path) -> None:
+    """Two hosts of one tenant share a handshake-era server that pushes sampling without naming the call."""
+    import anyio
+    import mcp_types as types
+
+    gateway = HttpGateway(write_servers(tmp_path / "servers.d", {"everything": everything()}), tmp_path / "state")
+    first_asked, release = anyio.Event(), anyio.Event()
+    asked: dict[str, int] = {"a": 0, "b": 0}
+
+    def sampler(name: str) -> Any:
+        async def sample(ctx: Any, params: Any) -> types.CreateMessageResult:
+            asked[name] += 1
+            if name == "a":
+                first_asked.set()
+                await release.wait()
+            return types.CreateMessageResult(role="assistant", model=name, content=types.TextContent(type="text", text=name))
+        return sample
+
+    try:
+        async with gateway.client("legacy", sampling_callback=sampler("a")) as a, \
+                gateway.client("legacy", sampling_callback=sampler("b")) as b:
+            results: dict[str, Any] = {}
+
+            async def call(name: str, client: Any) -> None:
+                results[name] = await client.call_tool("everything__trigger-sampling-request", {"prompt": name, "maxTokens": 5})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "a", a)
+                with anyio.fail_after(20):
+                    await first_asked.wait()  # a's question is with host a; a's call is still in flight
+                await call("b", b)  # b's server asks while both calls are in flight: nobody can tell whose
+                release.set()
+        assert '"model": "a"' in text_of(results["a"])
+        assert asked == {"a": 1, "b": 0}  # host a was never shown b's question, host b never a's
+        assert results["b"].is_error or "several hosts" in text_of(results["b"])
+    finally:
+        gateway.stop()

@@ -29,3 +29,12 @@ def test_free_text_is_redacted() -> None:
     for text, expected in cases.items():
         assert logs.redact_text(text) == expected
     assert logs.redact_text("the value hunter22 leaked", known=["hunter22"]) == "the value [redacted] leaked"
+
+
+def test_url_credentials_and_query_strings_are_redacted() -> None:
+    text = "failed for url 'http://user:pw1234@mcp.example/mcp?api_key=SUPERSECRET123&x=1' and https://h/p?t=abcdefgh"
+    redacted = logs.redact_text(text)
+    assert "SUPERSECRET123" not in redacted and "pw1234" not in redacted and "abcdefgh" not in redacted
+    assert "http://[redacted]@mcp.example/mcp?[redacted]" in redacted
+    assert logs.secrets_of(["https://u:passw0rd@h/mcp?key=k3y-value-1"]) == (
+        "https://u:passw0rd@h/mcp?key=k3y-value-1", "u:passw0rd", "k3y-value-1")

@@ -129,3 +129,19 @@ async def test_listen_and_log_levels_pass_through_the_pipeline_too(tmp_path: Pat
         await app.traces.flush()
         rows = app.traces.recent(10)
         assert any(r["method"] == "logging/setLevel" and r["outcome"] == "ok" for r in rows)
+
+
+async def test_pools_in_use_are_never_evicted_for_a_new_profile(tmp_path: Path) -> None:
+    servers = write_servers(tmp_path / "servers.d", {"faulty": fault()})
+    settings = GatewaySettings(max_pools=1)
+    async with inproc_gateway(servers, tmp_path / "state", "legacy", settings=settings) as (app, client):
+        assert not (await client.call_tool("faulty__ok", {})).is_error
+        async def sampling(ctx: Any, params: Any) -> Any:
+            raise AssertionError("never asked")
+
+        from mcp import Client
+
+        async with Client(app.gateway.face.server, mode="legacy", sampling_callback=sampling) as other:
+            with pytest.raises(MCPError, match="host profiles in use"):
+                await other.list_tools()
+        assert not (await client.call_tool("faulty__ok", {})).is_error  # the first host kept its servers

@@ -45,13 +45,13 @@ async def test_work_asks_host_answers_and_work_resumes_with_the_answer() -> None
         return f"got {answer.action}"
 
     async def body() -> None:
-        rnd = rounds.start(BINDING, work)
-        first = await rounds.next_answer(rnd, Leg())
+        rnd = rounds.start(BINDING, work, Leg())
+        first = await rounds.next_answer(rnd)
         assert isinstance(first, types.InputRequiredResult)
         [(key, request)] = first.input_requests.items()
         assert request.method == "elicitation/create" and first.request_state == rnd.token
-        resumed = rounds.resume(first.request_state, BINDING, {key: types.ElicitResult(action="accept", content={})})
-        assert await rounds.next_answer(resumed, Leg()) == "got accept"
+        resumed = rounds.resume(first.request_state, BINDING, {key: types.ElicitResult(action="accept", content={})}, Leg())
+        assert await rounds.next_answer(resumed) == "got accept"
         assert len(rounds) == 0
 
     await run_rounds(rounds, body)
@@ -72,11 +72,11 @@ async def test_sibling_requests_are_gathered_into_one_result() -> None:
         return sorted(results)
 
     async def body() -> None:
-        rnd = rounds.start(BINDING, work)
-        first = await rounds.next_answer(rnd, Leg())
+        rnd = rounds.start(BINDING, work, Leg())
+        first = await rounds.next_answer(rnd)
         assert len(first.input_requests) == 3
         answers = {k: types.ElicitResult(action="decline") for k in first.input_requests}
-        assert await rounds.next_answer(rounds.resume(rnd.token, BINDING, answers), Leg()) == ["decline"] * 3
+        assert await rounds.next_answer(rounds.resume(rnd.token, BINDING, answers, Leg())) == ["decline"] * 3
 
     await run_rounds(rounds, body)
 
@@ -94,13 +94,13 @@ async def test_an_unanswered_round_expires_and_cancels_the_work() -> None:
         return "unreachable"
 
     async def body() -> None:
-        rnd = rounds.start(BINDING, work)
-        first = await rounds.next_answer(rnd, Leg())
+        rnd = rounds.start(BINDING, work, Leg())
+        first = await rounds.next_answer(rnd)
         assert isinstance(first, types.InputRequiredResult)
         with anyio.fail_after(5):
             await cancelled.wait()
         with pytest.raises(MCPError, match="Invalid or expired requestState"):
-            rounds.resume(first.request_state, BINDING, {})
+            rounds.resume(first.request_state, BINDING, {}, Leg())
         assert len(rounds) == 0
 
     await run_rounds(rounds, body)
@@ -113,16 +113,16 @@ async def test_a_retry_must_come_from_the_same_tenant_for_the_same_call() -> Non
         return await channel.request("roots/list", None)
 
     async def body() -> None:
-        rnd = rounds.start(BINDING, work)
-        first = await rounds.next_answer(rnd, Leg())
+        rnd = rounds.start(BINDING, work, Leg())
+        first = await rounds.next_answer(rnd)
         for other in (RoundBinding("tenant-b", "tools/call", "srv__tool"), RoundBinding("tenant-a", "tools/call", "srv__x")):
             with pytest.raises(MCPError, match="Invalid or expired requestState"):
-                rounds.resume(first.request_state, other, {})
+                rounds.resume(first.request_state, other, {}, Leg())
         with pytest.raises(MCPError):
-            rounds.resume("forged-token", BINDING, {})
+            rounds.resume("forged-token", BINDING, {}, Leg())
         [key] = first.input_requests
-        resumed = rounds.resume(first.request_state, BINDING, {key: types.ListRootsResult(roots=[])})
-        assert (await rounds.next_answer(resumed, Leg())).roots == []
+        resumed = rounds.resume(first.request_state, BINDING, {key: types.ListRootsResult(roots=[])}, Leg())
+        assert (await rounds.next_answer(resumed)).roots == []
 
     await run_rounds(rounds, body)
 
@@ -143,13 +143,44 @@ async def test_a_missing_answer_fails_that_request_and_an_abandoned_leg_stops_th
         return "unreachable"
 
     async def body() -> None:
-        rnd = rounds.start(BINDING, work)
-        await rounds.next_answer(rnd, Leg())
-        resumed = rounds.resume(rnd.token, BINDING, {})  # the host answered nothing
+        rnd = rounds.start(BINDING, work, Leg())
+        await rounds.next_answer(rnd)
+        resumed = rounds.resume(rnd.token, BINDING, {}, Leg())  # the host answered nothing
         with anyio.move_on_after(0.2):  # the host gives up on this leg
-            await rounds.next_answer(resumed, Leg())
+            await rounds.next_answer(resumed)
         with anyio.fail_after(5):
             await stopped.wait()
         assert len(rounds) == 0
+
+    await run_rounds(rounds, body)
+
+
+async def test_a_second_retry_of_the_same_round_is_refused_while_one_waits() -> None:
+    rounds = InputRounds(ttl=5)
+    release = anyio.Event()
+
+    async def work(channel: RoundChannel) -> str:
+        await channel.request("roots/list", None)
+        await release.wait()
+        return "finished"
+
+    async def body() -> None:
+        rnd = rounds.start(BINDING, work, Leg())
+        first = await rounds.next_answer(rnd)
+        [key] = first.input_requests
+        answers = {key: types.ListRootsResult(roots=[])}
+        resumed = rounds.resume(first.request_state, BINDING, answers, Leg())
+        async with anyio.create_task_group() as tg:
+            results: list[Any] = []
+
+            async def wait_leg() -> None:
+                results.append(await rounds.next_answer(resumed))
+
+            tg.start_soon(wait_leg)
+            await anyio.sleep(0.05)
+            with pytest.raises(MCPError, match="already waiting"):
+                rounds.resume(first.request_state, BINDING, answers, Leg())
+            release.set()
+        assert results == ["finished"]
 
     await run_rounds(rounds, body)

@@ -16,9 +16,20 @@ import mcp_types as types
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 
 from fmos_mcp.gateway.naming import Claim, assign, exposed_name
+from fmos_mcp.traps.sizes import json_bytes
 
 ListKind = str  # "tools" | "prompts" | "resources" | "resourceTemplates"
 LIST_KINDS: tuple[ListKind, ...] = ("tools", "prompts", "resources", "resourceTemplates")
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+class WirePage(dict):  # type: ignore[type-arg]
+    """A list page already in wire form; `wire_bytes` is its size, computed once, for the trace."""
+
+    wire_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,7 @@ class Catalog:
     filtered: list[tuple[str, str]] = field(default_factory=list)  # (server, tool) hidden by allow/deny
     conflicts: list[str] = field(default_factory=list)
     _templates: list[_TemplateRoute] = field(default_factory=list)
-    _pages: dict[tuple[ListKind, int, int], dict[str, Any]] = field(default_factory=dict)
+    _pages: dict[tuple[ListKind, int, int], WirePage] = field(default_factory=dict)
 
     def route_resource(self, uri: str) -> str | None:
         server = self.resources.get(uri)
@@ -80,30 +91,32 @@ class Catalog:
                 return route.server
         return None
 
-    def page(self, kind: ListKind, cursor: str | None, size: int) -> dict[str, Any]:
-        """One page of a list as a ready wire dict; cached for this catalog version."""
+    def page(self, kind: ListKind, cursor: str | None, size: int) -> WirePage:
+        """One page of a list as a ready wire dict. Pages that start where ours do are cached for this
+        catalog version; any other offset a client invents is served but not kept."""
         offset = decode_cursor(cursor)
+        items = self.lists[kind]
+        if offset > len(items):
+            raise InvalidCursor(f"invalid cursor {cursor!r}: past the end of the list")
         key = (kind, offset, size)
         cached = self._pages.get(key)
         if cached is None:
-            items = self.lists[kind]
-            chunk = items[offset : offset + size]
-            cached = {kind: [i.model_dump(by_alias=True, mode="json", exclude_none=True) for i in chunk]}
+            cached = WirePage({kind: [i.model_dump(by_alias=True, mode="json", exclude_none=True)
+                                      for i in items[offset : offset + size]]})
+            cached.wire_bytes = json_bytes(cached[kind])
             if offset + size < len(items):
                 cached["nextCursor"] = encode_cursor(offset + size)
-            self._pages[key] = cached
-        page = {kind: list(cached[kind]), "resultType": "complete"}  # the legacy surface sieves resultType away
+            if offset % size == 0:
+                self._pages[key] = cached
+        page = WirePage({kind: list(cached[kind]), "resultType": "complete"})  # legacy hosts' surface drops it
         if "nextCursor" in cached:
             page["nextCursor"] = cached["nextCursor"]
+        page.wire_bytes = cached.wire_bytes
         return page
 
     def snapshot(self) -> dict[ListKind, set[str]]:
         """Identity of each list's content, to tell whether a rebuild changed what hosts see."""
         return {kind: {_fingerprint(item) for item in items} for kind, items in self.lists.items()}
-
-
-class InvalidCursor(ValueError):
-    pass
 
 
 def encode_cursor(offset: int) -> str:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.abc
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR
 
 from fmos_mcp import logs
 from fmos_mcp.config import ServerSpec
@@ -79,7 +81,13 @@ class Gateway:
         if self._tasks is None:
             raise RuntimeError("the gateway is not running")
         if len(self.pools) >= self.settings.max_pools:
-            oldest = min(self.pools.values(), key=lambda p: p.last_used)
+            idle = [p for p in self.pools.values() if not self._in_use(p)]
+            if not idle:  # never take servers away from connected hosts
+                raise MCPError(
+                    code=INTERNAL_ERROR,
+                    message=f"the gateway already serves {len(self.pools)} host profiles in use; try again later",
+                )
+            oldest = min(idle, key=lambda p: p.last_used)
             log.info("pool evicted", pool=oldest.key.label())
             self._stop_pool(oldest)
         settings = self.settings
@@ -93,6 +101,9 @@ class Gateway:
         await pool.wait_ready(settings.startup_grace)
         return pool
 
+    def _in_use(self, pool: DownstreamPool) -> bool:
+        return pool.streams > 0 or self.face.has_hosts(pool.key)
+
     def _stop_pool(self, pool: DownstreamPool) -> None:
         self.pools.pop(pool.key, None)
         pool.stop()
@@ -102,6 +113,6 @@ class Gateway:
             await anyio.sleep(min(60.0, self.settings.pool_idle))
             now = anyio.current_time()
             for pool in list(self.pools.values()):
-                if now - pool.last_used > self.settings.pool_idle and not self.face.has_hosts(pool.key):
+                if now - pool.last_used > self.settings.pool_idle and not self._in_use(pool):
                     log.info("idle pool stopped", pool=pool.key.label())
                     self._stop_pool(pool)

@@ -76,6 +76,14 @@ class MalformedResult(DownstreamError):
     pass
 
 
+class AmbiguousCaller(DownstreamError):
+    def __init__(self, server: str) -> None:
+        super().__init__(
+            f"server '{server}' asked the host for something while calls of several hosts were in flight, "
+            "and its request does not say which call it belongs to; no host was asked"
+        )
+
+
 class DownstreamHooks(Protocol):
     """What a server tells the pool it belongs to."""
 
@@ -141,6 +149,7 @@ class DownstreamServer:
         self._stderr: StderrTail | None = None
         self._closing_reason: str | None = None
         self._watched: set[str] = set()  # resources some host subscribed to
+        self._secrets = logs.secrets_of(spec.env.values(), spec.headers.values(), [spec.url or ""])
         self._relisten = anyio.Event()
 
     # ----------------------------------------------------------------- supervision
@@ -163,10 +172,12 @@ class DownstreamServer:
             self._session = None
             if up_since is not None and anyio.current_time() - up_since > 10:
                 self._backoff.reset()
+            said_before = reason == self.last_error
             self._set_state(ServerState.DOWN, reason)
             self.ready.set()
             delay = self._backoff.next()
-            log.warning("server down", server=self.name, reason=reason, retry_in=delay)
+            # A server that keeps failing the same way is reported once, not on every retry.
+            (log.debug if said_before else log.warning)("server down", server=self.name, reason=reason, retry_in=delay)
             await anyio.sleep(delay)
             self.restarts += 1
 
@@ -174,8 +185,7 @@ class DownstreamServer:
         self._closing_reason = None
         self._restart = anyio.Event()
         self._set_state(ServerState.STARTING, self.last_error)
-        secrets = [*self.spec.env.values(), *self.spec.headers.values()]
-        self._stderr = StderrTail(self.name, secrets) if self.spec.transport == "stdio" else None
+        self._stderr = StderrTail(self.name, self._secrets) if self.spec.transport == "stdio" else None
         async with AsyncExitStack() as stack:
             # Context managers that own task groups are entered outside any timeout scope (anyio nesting);
             # the handshake below is what a dead or silent server would hang.
@@ -206,6 +216,9 @@ class DownstreamServer:
             log.info("server up", server=self.name, era=self.era, tools=len(self.tools))
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
+                if self._dirty:  # a list_changed that arrived during the first listing
+                    self._syncing = True
+                    tasks.start_soon(self._sync_dirty)
                 if is_modern(self.era):
                     tasks.start_soon(self._listen, session)
                 else:
@@ -246,7 +259,7 @@ class DownstreamServer:
         else:
             text = f"{type(exc).__name__}: {exc}"
         tail = self._stderr.tail() if self._stderr else ""
-        return f"{text}; stderr: {tail}" if tail else text
+        return logs.redact_text(f"{text}; stderr: {tail}" if tail else text, self._secrets)
 
     # ----------------------------------------------------------------- listings
 
@@ -274,8 +287,9 @@ class DownstreamServer:
             while self._dirty and self._session is not None:
                 kinds, self._dirty = self._dirty, set()
                 try:
-                    await self._sync(self._session, kinds)
-                except (MCPError, ValidationError) as exc:
+                    with anyio.fail_after(self.spec.timeout):
+                        await self._sync(self._session, kinds)
+                except (MCPError, ValidationError, TimeoutError) as exc:
                     self.restart(f"re-listing {', '.join(sorted(kinds))} failed: {self._describe(exc)}")
                     return
                 log.info("server re-synced", server=self.name, kinds=sorted(kinds), tools=len(self.tools))
@@ -300,6 +314,9 @@ class DownstreamServer:
                     stream.start_soon(_set_when, self._relisten, stream.cancel_scope)
                     try:
                         async with listen(session, **wants, resource_subscriptions=uris) as subscription:
+                            for kind, wanted in (("tools", "tools"), ("prompts", "prompts"), ("resources", "resources")):
+                                if wants[f"{wanted}_list_changed"]:  # nothing is replayed: refetch once listening
+                                    self._schedule_sync(kind)
                             async for event in subscription:
                                 self._on_event(event)
                     except Exception as exc:  # noqa: BLE001 - a lost stream is re-opened, never fatal
@@ -399,7 +416,7 @@ class DownstreamServer:
                 meta=downstream_meta(meta), allow_input_required=True,
             )
 
-        return await self._invoke(f"tools/call '{name}'", call, send)
+        return await self._invoke(f"tools/call '{name}'", call, send, session)
 
     async def get_prompt(self, name: str, arguments: dict[str, str] | None, call: InflightCall, meta: Any) -> Any:
         session = self._require_session()
@@ -410,7 +427,7 @@ class DownstreamServer:
             ))
             return await session.send_request(request, _PROMPT_RESULT, progress_callback=_progress_sink(call))
 
-        return await self._invoke(f"prompts/get '{name}'", call, send)
+        return await self._invoke(f"prompts/get '{name}'", call, send, session)
 
     async def read_resource(self, uri: str, call: InflightCall, meta: Any) -> Any:
         session = self._require_session()
@@ -421,7 +438,7 @@ class DownstreamServer:
             ))
             return await session.send_request(request, _RESOURCE_RESULT, progress_callback=_progress_sink(call))
 
-        return await self._invoke(f"resources/read '{uri}'", call, send)
+        return await self._invoke(f"resources/read '{uri}'", call, send, session)
 
     async def request(self, what: str, request: Any, result_type: Any, call: InflightCall) -> Any:
         """Any other request (completion, subscribe, setLevel) under the same deadline and error rules."""
@@ -430,9 +447,11 @@ class DownstreamServer:
         async def send(_responses: Any, _state: str | None) -> Any:
             return await session.send_request(request, result_type)
 
-        return await self._invoke(what, call, send)
+        return await self._invoke(what, call, send, session)
 
-    async def _invoke(self, what: str, call: InflightCall, send: Callable[[Any, str | None], Awaitable[Any]]) -> Any:
+    async def _invoke(
+        self, what: str, call: InflightCall, send: Callable[[Any, str | None], Awaitable[Any]], session: Any
+    ) -> Any:
         deadline = PausableDeadline(self.spec.timeout)
         call.deadline = deadline
         key = id(call)
@@ -447,15 +466,15 @@ class DownstreamServer:
             )
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED:
-                self.restart("the connection closed during a call")
+                if session is self._session:  # not when the server was already restarted under a long call
+                    self.restart("the connection closed during a call")
                 raise ServerUnavailable(f"server '{self.name}' closed the connection during {what}") from None
             raise
         except ValidationError as exc:
             raise MalformedResult(f"server '{self.name}' returned a malformed result for {what}: {_first_error(exc)}") from None
-        except RuntimeError as exc:
-            if "Invalid structured content" in str(exc):
-                raise MalformedResult(f"server '{self.name}' returned a result that violates its output schema: {exc}") from None
-            raise
+        except RuntimeError as exc:  # the SDK's result checks (output schema, claimed results) say RuntimeError
+            what_kind = "violates its output schema" if "structured content" in str(exc) else "cannot be passed on"
+            raise MalformedResult(f"server '{self.name}' returned a result that {what_kind} ({what}): {exc}") from None
         finally:
             CURRENT_CALL.reset(token)
             self._inflight.pop(key, None)
@@ -489,8 +508,16 @@ class DownstreamServer:
         if self._tasks is not None:
             self._tasks.start_soon(self.probe)
 
-    def latest_call(self) -> InflightCall | None:
-        return next(reversed(self._inflight.values()), None)
+    def caller(self) -> InflightCall | None:
+        """The call a pushed request belongs to: the latest one in flight, provided they all come from one
+        host session. A handshake-era push names no call, so with several hosts calling at once there is no
+        telling whose it is, and guessing would show one host's question to another."""
+        calls = list(self._inflight.values())
+        if not calls:
+            return None
+        if len({c.host.session_id for c in calls}) > 1:
+            raise AmbiguousCaller(self.name)
+        return calls[-1]
 
     # ----------------------------------------------------------------- requests pushed by the server
 

@@ -21,7 +21,7 @@ from mcp_types import INVALID_REQUEST
 from fmos_mcp import logs
 from fmos_mcp.config import ServerSpec
 from fmos_mcp.gateway.catalog import LIST_KINDS, Catalog, ServerListing, build_catalog
-from fmos_mcp.gateway.downstream import DownstreamServer, ServerState
+from fmos_mcp.gateway.downstream import AmbiguousCaller, DownstreamServer, ServerState
 from fmos_mcp.gateway.inflight import CURRENT_CALL, InflightCall
 from fmos_mcp.gateway.router import Router
 from fmos_mcp.traps.pipeline import Interceptor, Pipeline
@@ -83,6 +83,8 @@ class DownstreamPool:
         self.pipeline = Pipeline(interceptors, self._terminal)
         self.log_level: str | None = None
         self._subscribers: Counter[str] = Counter()  # resource URI -> hosts (and listen streams) watching it
+        self._subscribed_at: dict[str, str] = {}  # resource URI -> the server it was subscribed on
+        self.streams = 0  # open subscriptions/listen streams of modern hosts (they keep a pool alive)
         self.last_used = anyio.current_time()
         self._changed = anyio.Event()
         self._scope: anyio.CancelScope | None = None
@@ -159,7 +161,10 @@ class DownstreamPool:
     # ----------------------------------------------------------------- hooks from downstream servers
 
     async def host_request(self, server: DownstreamServer, method: str, params: Any, reply_progress: Any = None) -> Any:
-        call = CURRENT_CALL.get() or server.latest_call() or self.notifier.idle_call(self.key, method)
+        try:
+            call = CURRENT_CALL.get() or server.caller() or self.notifier.idle_call(self.key, method)
+        except AmbiguousCaller as exc:
+            raise MCPError(code=INVALID_REQUEST, message=str(exc)) from None
         if call is None:
             raise MCPError(
                 code=INVALID_REQUEST,
@@ -176,7 +181,10 @@ class DownstreamPool:
 
     async def server_log(self, server: DownstreamServer, params: types.LoggingMessageNotificationParams) -> None:
         params = params.model_copy(update={"logger": f"{server.name}/{params.logger}" if params.logger else server.name})
-        call = server.latest_call()
+        try:
+            call = server.caller()
+        except AmbiguousCaller:
+            call = None  # several hosts: every one of them gets it, as log messages outside a call do
         if call is not None and call.channel is not None:
             await call.channel.log(params)
         else:
@@ -188,19 +196,22 @@ class DownstreamPool:
     async def subscribe(self, uri: str, on: bool) -> bool:
         """Count the hosts watching a resource; only the first and the last reach its server.
         Returns False when no server offers the URI."""
-        name = self.catalog.route_resource(uri)
-        if name is None:
-            return False
         if on:
+            name = self._subscribed_at.get(uri) or self.catalog.route_resource(uri)
+            if name is None:
+                return False
             self._subscribers[uri] += 1
-            changed = self._subscribers[uri] == 1
-        else:
-            if self._subscribers[uri] == 0:
-                return True
-            self._subscribers[uri] -= 1
-            changed = self._subscribers[uri] == 0
-        if changed:
-            await self.servers[name].watch_resource(uri, on)
+            if self._subscribers[uri] == 1:
+                self._subscribed_at[uri] = name
+                await self.servers[name].watch_resource(uri, True)
+            return True
+        if self._subscribers[uri] == 0:
+            return uri in self._subscribed_at or self.catalog.route_resource(uri) is not None
+        self._subscribers[uri] -= 1
+        if self._subscribers[uri] == 0:
+            del self._subscribers[uri]
+            name = self._subscribed_at.pop(uri)  # the server it was made on, even if it no longer lists it
+            await self.servers[name].watch_resource(uri, False)
         return True
 
     async def set_log_level(self, level: str) -> None:

@@ -59,16 +59,17 @@ def _result_type(method: str, params: Any) -> Any:
 class RequestChannel:
     """The way back to the host on the stream of one host request (or the connection's own stream)."""
 
-    def __init__(self, session: ServerSession, request_id: Any = None) -> None:
+    def __init__(self, session: ServerSession, request_id: Any = None, timeout: float | None = None) -> None:
         self.session = session
         self.request_id = request_id
+        self.timeout = timeout  # a host that never answers must not hold a server's call forever
 
     async def request(self, method: str, params: Any, on_progress: Any = None) -> Any:
         metadata = ServerMessageMetadata(related_request_id=self.request_id) if self.request_id is not None else None
         try:
             return await self.session.send_request(
                 input_request(method, params), _result_type(method, params), metadata=metadata,
-                progress_callback=on_progress,
+                progress_callback=on_progress, request_read_timeout_seconds=self.timeout,
             )
         except NoBackChannelError:
             raise MCPError(code=INVALID_REQUEST, message=f"the host connection cannot receive '{method}' requests") from None
@@ -157,6 +158,8 @@ class InputRounds:
     """Parked host calls of modern-era hosts, keyed by an unguessable `requestState` token."""
 
     def __init__(self, ttl: float = 300.0, max_live: int = 1000, gather: float = 0.005) -> None:
+        if ttl <= 0:
+            raise ValueError("the input round timeout must be positive")
         self.ttl = ttl
         self.max_live = max_live
         self.gather = gather  # a moment to collect sibling requests into one InputRequiredResult
@@ -187,12 +190,12 @@ class InputRounds:
                 rnd.scope.cancel()
                 self._live.pop(token, None)
 
-    def start(self, binding: RoundBinding, work: Work) -> InputRound:
+    def start(self, binding: RoundBinding, work: Work, leg: RequestChannel) -> InputRound:
         if self._tasks is None:
             raise MCPError(code=INTERNAL_ERROR, message="the gateway is shutting down")
         if len(self._live) >= self.max_live:
             raise MCPError(code=INTERNAL_ERROR, message="too many calls are waiting for host input; try again later")
-        rnd = InputRound(token=secrets.token_urlsafe(24), binding=binding)
+        rnd = InputRound(token=secrets.token_urlsafe(24), binding=binding, leg=leg)
         self._live[rnd.token] = rnd
         self._tasks.start_soon(self._drive, rnd, work)
         return rnd
@@ -209,11 +212,14 @@ class InputRounds:
             rnd.done.set()
             rnd.wake()
 
-    def resume(self, token: str, binding: RoundBinding, responses: dict[str, Any] | None) -> InputRound:
+    def resume(self, token: str, binding: RoundBinding, responses: dict[str, Any] | None, leg: RequestChannel) -> InputRound:
         rnd = self._live.get(token)
         if rnd is None or rnd.binding != binding:
             # One answer for every cause, as the SDK does: the wire never says which check failed.
             raise MCPError(code=INVALID_PARAMS, message="Invalid or expired requestState")
+        if rnd.leg is not None:  # claimed before any await: two retries of one round cannot both wait
+            raise MCPError(code=INVALID_REQUEST, message="another retry of this call is already waiting")
+        rnd.leg = leg
         rnd.expires_at = None
         for key, answer in rnd.shown.items():
             response = (responses or {}).get(key)
@@ -224,9 +230,8 @@ class InputRounds:
         rnd.shown.clear()
         return rnd
 
-    async def next_answer(self, rnd: InputRound, leg: RequestChannel) -> Any:
-        """Wait for the work to finish or to need the host; answer this leg accordingly."""
-        rnd.leg = leg
+    async def next_answer(self, rnd: InputRound) -> Any:
+        """Wait for the work to finish or to need the host; answer the leg that claimed the round."""
         handed_back = False
         try:
             while True:

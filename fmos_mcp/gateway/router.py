@@ -31,10 +31,6 @@ _LISTS = {
 }
 
 
-class WirePage(dict):  # type: ignore[type-arg]
-    """A list page already in wire form."""
-
-
 class Router:
     def __init__(self, pool: DownstreamPool) -> None:
         self.pool = pool
@@ -54,7 +50,7 @@ class Router:
         if kind is not None:
             cursor = getattr(request.params, "cursor", None) if request.params is not None else None
             try:
-                return WirePage(self.pool.catalog.page(kind, cursor, self.pool.page_size))
+                return self.pool.catalog.page(kind, cursor, self.pool.page_size)
             except InvalidCursor as exc:
                 raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
         handler = self._methods.get(request.method)

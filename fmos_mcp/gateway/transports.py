@@ -67,22 +67,24 @@ async def open_transport(spec: ServerSpec, stderr: StderrTail | None) -> AsyncIt
 
 @asynccontextmanager
 async def _stdio(spec: ServerSpec, stderr: StderrTail | None) -> AsyncIterator[tuple[Any, Any]]:
-    env = get_default_environment() | dict(spec.env)
-    command = spec.command or ""
-    if shutil.which(command, path=env.get("PATH")) is None and not os.path.isfile(command):
-        raise StartError(f"command '{command}' was not found (PATH={env.get('PATH', '')})")
-    if spec.cwd and not os.path.isdir(spec.cwd):
-        raise StartError(f"working directory '{spec.cwd}' does not exist")
-    params = StdioServerParameters(
-        command=command,
-        args=list(spec.args),
-        env=env,
-        cwd=spec.cwd,
-        # One invalid UTF-8 byte would otherwise kill the SDK's reader for good.
-        encoding_error_handler="replace",
-    )
+    # The write end of the stderr pipe is ours until the child holds its copy; it is closed on every path,
+    # or the reader thread never sees end-of-file and the pipe leaks with every failed start.
     errlog = stderr.writer if stderr is not None else open(os.devnull, "w")  # noqa: SIM115
     try:
+        env = get_default_environment() | dict(spec.env)
+        command = spec.command or ""
+        if shutil.which(command, path=env.get("PATH")) is None and not os.path.isfile(command):
+            raise StartError(f"command '{command}' was not found on the PATH the server gets")
+        if spec.cwd and not os.path.isdir(spec.cwd):
+            raise StartError(f"working directory '{spec.cwd}' does not exist")
+        params = StdioServerParameters(
+            command=command,
+            args=list(spec.args),
+            env=env,
+            cwd=spec.cwd,
+            # One invalid UTF-8 byte would otherwise kill the SDK's reader for good.
+            encoding_error_handler="replace",
+        )
         async with stdio_client(params, errlog=errlog) as streams:
             errlog.close()  # the child holds its own copy now
             yield streams

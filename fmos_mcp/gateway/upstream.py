@@ -51,6 +51,7 @@ INSTRUCTIONS = (
     "Tool and prompt names are NAME__tool, where NAME is the server they come from."
 )
 _ROUND_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+IDLE_REQUEST_TIMEOUT = 30.0  # seconds a host gets to answer a server's request made outside any call
 _EVENTS = {"tools": ToolsListChanged, "prompts": PromptsListChanged, "resources": ResourcesListChanged}
 
 
@@ -217,16 +218,21 @@ class UpstreamFace:
         uri = str(params.uri)
         on = isinstance(params, types.SubscribeRequestParams)
         link = self._links.get(pool.key, {}).get(id(connection_of(ctx.session)))
-        if link is not None and (uri in link.subscriptions) == on:
-            return types.EmptyResult()  # already (un)subscribed: a host counts once per URI
+        if link is not None:
+            if (uri in link.subscriptions) == on:
+                return types.EmptyResult()  # already (un)subscribed: a host counts once per URI
+            # Claimed before the first await, so two concurrent subscribes of one host count once.
+            (link.subscriptions.add if on else link.subscriptions.discard)(uri)
         request = MediatedRequest(
             method="resources/subscribe" if on else "resources/unsubscribe", host=host, name=uri, params=params,
             meta=ctx.meta, server=pool.catalog.route_resource(uri),
         )
-        result = await self._mediate(ctx, pool, request)
-        if link is not None:
-            (link.subscriptions.add if on else link.subscriptions.discard)(uri)
-        return result
+        try:
+            return await self._mediate(ctx, pool, request)
+        except BaseException:
+            if link is not None:  # not done after all
+                (link.subscriptions.discard if on else link.subscriptions.add)(uri)
+            raise
 
     async def _on_set_level(self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> Any:
         host, pool = await self._enter(ctx)
@@ -240,10 +246,14 @@ class UpstreamFace:
         host, pool = await self._enter(ctx)
         request = MediatedRequest(method="subscriptions/listen", host=host, params=params, meta=ctx.meta)
         params = await self._mediate(ctx, pool, request)  # interceptors may narrow the filter or refuse
-        uris = [u for u in (params.notifications.resource_subscriptions or []) if await pool.subscribe(u, True)]
+        pool.streams += 1
+        uris: list[str] = []
         try:
+            uris = [u for u in (params.notifications.resource_subscriptions or []) if await pool.subscribe(u, True)]
             return await self._bus(pool.key)[1](ctx, params)
         finally:
+            pool.streams -= 1
+            pool.last_used = anyio.current_time()
             with anyio.CancelScope(shield=True):
                 for uri in uris:
                     await pool.subscribe(uri, False)
@@ -259,17 +269,17 @@ class UpstreamFace:
 
     async def _mediate(self, ctx: ServerRequestContext[Any], pool: DownstreamPool, request: MediatedRequest) -> Any:
         pool.last_used = anyio.current_time()
-        leg = RequestChannel(ctx.session, ctx.request_id)
+        leg = RequestChannel(ctx.session, ctx.request_id, timeout=self.rounds.ttl)
         if not (is_modern(ctx.protocol_version) and request.method in _ROUND_METHODS):
             return await pool.pipeline(request.evolve(channel=leg))
         # A modern host cannot be asked mid-call: the work may outlive this request, across retries.
         params = request.params
         binding = RoundBinding(request.host.tenant, request.method, request.name or "")
         if params.request_state:
-            rnd = self.rounds.resume(params.request_state, binding, params.input_responses)
+            rnd = self.rounds.resume(params.request_state, binding, params.input_responses, leg)
         else:
-            rnd = self.rounds.start(binding, lambda channel: pool.pipeline(request.evolve(channel=channel)))
-        return await self.rounds.next_answer(rnd, leg)
+            rnd = self.rounds.start(binding, lambda channel: pool.pipeline(request.evolve(channel=channel)), leg)
+        return await self.rounds.next_answer(rnd)
 
     # ----------------------------------------------------------------- HostNotifier
 
@@ -316,7 +326,8 @@ class UpstreamFace:
         if not links:
             return None
         link = next(reversed(links.values()))
-        return InflightCall(host=link.host, channel=RequestChannel(link.session))
+        # A host's standalone stream may not be open (HTTP without GET): never wait on it for long.
+        return InflightCall(host=link.host, channel=RequestChannel(link.session, timeout=IDLE_REQUEST_TIMEOUT))
 
     def has_hosts(self, key: PoolKey) -> bool:
         return bool(self._links.get(key))

@@ -59,7 +59,8 @@ class TraceStore:
                 try:
                     await anyio.to_thread.run_sync(self._write, rows)
                 except Exception as exc:  # a full disk must not take the gateway down
-                    log.error("trace write failed", error=str(exc), rows=len(rows))
+                    log.error("trace write failed; will retry", error=str(exc), rows=len(rows))
+                    self._pending.extendleft(reversed(rows))  # kept, in order, for the next flush
                     return
             if self.dropped:
                 log.warning("trace rows dropped while the database lagged", dropped=self.dropped)

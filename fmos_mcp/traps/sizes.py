@@ -11,6 +11,9 @@ def content_bytes(value: Any) -> int:
     """Bytes of what a result carries: text, decoded blobs and images, structured content."""
     if value is None:
         return 0
+    known = getattr(value, "wire_bytes", None)
+    if known is not None:  # measured once where it was built (a list page)
+        return known
     if isinstance(value, str):
         return len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, bytes):
