@@ -41,8 +41,10 @@ async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
         asyncio.streams.FlowControlMixin, os.fdopen(wire_out, "wb", buffering=0)
     )
     writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
-    to_server, from_wire = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-    to_wire, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+    # Buffered, so reading a message never waits for the server to take the previous one (a rendezvous
+    # costs a context switch per message); the pipe's own flow control still bounds what is in flight.
+    to_server, from_wire = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+    to_wire, from_server = anyio.create_memory_object_stream[SessionMessage](64)
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_read, reader, to_server)

@@ -33,8 +33,12 @@ from mcp.server.subscriptions import (
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types import methods as _methods
+from pydantic import BaseModel, ValidationError
 
 from fmos_mcp import __version__, logs
+from fmos_mcp.gateway.catalog import WirePage
 from fmos_mcp.gateway.inflight import InflightCall
 from fmos_mcp.gateway.pool import DownstreamPool, PoolKey
 from fmos_mcp.gateway.relay import InputRounds, RequestChannel, RoundBinding
@@ -51,6 +55,7 @@ INSTRUCTIONS = (
     "Tool and prompt names are NAME__tool, where NAME is the server they come from."
 )
 _ROUND_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
+_LIST_METHODS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
 IDLE_REQUEST_TIMEOUT = 30.0  # seconds a host gets to answer a server's request made outside any call
 _EVENTS = {"tools": ToolsListChanged, "prompts": PromptsListChanged, "resources": ResourcesListChanged}
 
@@ -83,6 +88,7 @@ class UpstreamFace:
         self.rounds = InputRounds(ttl=gateway.settings.round_ttl)
         self._links: dict[PoolKey, OrderedDict[int, HostLink]] = {}
         self._buses: dict[PoolKey, tuple[InMemorySubscriptionBus, ListenHandler]] = {}
+        self.listers = {method: self._lister(method) for method in _LIST_METHODS}
         self.server = self._build_server()
 
     # ----------------------------------------------------------------- the MCP server
@@ -90,17 +96,17 @@ class UpstreamFace:
     def _build_server(self) -> Server[Any]:
         with warnings.catch_warnings():  # logging, roots and client progress are deprecated, not gone
             warnings.simplefilter("ignore", MCPDeprecationWarning)
-            return Server(
+            server = Server(
                 "fmos-mcp",
                 version=__version__,
                 title="fmos-mcp gateway",
                 instructions=INSTRUCTIONS,
                 # Lists are per tenant and change whenever a server does (list_changed says when): private, stale.
                 cache_hints={method: CacheHint(ttl_ms=0, scope="private") for method in CACHEABLE_METHODS},
-                on_list_tools=self._lister("tools/list"),
-                on_list_prompts=self._lister("prompts/list"),
-                on_list_resources=self._lister("resources/list"),
-                on_list_resource_templates=self._lister("resources/templates/list"),
+                on_list_tools=self.listers["tools/list"],
+                on_list_prompts=self.listers["prompts/list"],
+                on_list_resources=self.listers["resources/list"],
+                on_list_resource_templates=self.listers["resources/templates/list"],
                 on_call_tool=self._named("tools/call", "tools"),
                 on_get_prompt=self._named("prompts/get", "prompts"),
                 on_read_resource=self._on_read_resource,
@@ -111,6 +117,10 @@ class UpstreamFace:
                 on_set_logging_level=self._on_set_level,
                 on_roots_list_changed=self._on_roots_changed,
             )
+        # The gateway traces every request itself; the SDK's OpenTelemetry span is a cost per message with no
+        # exporter behind it. The list lane answers list requests from ready pages (see ListLane).
+        server.middleware = [ListLane(self)]
+        return server
 
     def initialization_options(self) -> InitializationOptions:
         return self.server.create_initialization_options(
@@ -335,6 +345,45 @@ class UpstreamFace:
     def close(self) -> None:
         for _, handler in self._buses.values():
             handler.close()
+
+
+class ListLane:
+    """Answers list requests from the catalog's ready wire pages.
+
+    The SDK re-validates and re-serializes every result against the negotiated protocol version: for a
+    list of a thousand tools that is tens of milliseconds per request, for items that were validated when
+    their server sent them and have not changed since. A page an interceptor replaced (not a WirePage)
+    gets the SDK's full serialization here instead.
+    """
+
+    def __init__(self, face: UpstreamFace) -> None:
+        self.face = face
+
+    async def __call__(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
+        if ctx.method not in _LIST_METHODS or not connection_of(ctx.session).initialize_accepted:
+            return await call_next(ctx)  # everything else, and a list before initialize, the SDK's way
+        try:
+            params = types.PaginatedRequestParams.model_validate(ctx.params or {}, by_name=False)
+        except ValidationError:
+            return await call_next(ctx)  # the SDK answers malformed params
+        result = await self.face.listers[ctx.method](ctx, params)
+        version = ctx.protocol_version
+        if isinstance(result, WirePage):
+            wire = dict(result)
+            if is_modern(version):
+                wire.update(ttlMs=0, cacheScope="private")
+                wire["_meta"] = {SERVER_INFO_META_KEY: self.face.server.server_info_stamp}
+            else:
+                wire.pop("resultType", None)
+            return wire
+        if isinstance(result, BaseModel):
+            result = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if is_modern(version):
+            result = {"ttlMs": 0, "cacheScope": "private", "resultType": "complete", **result}
+        wire = _methods.serialize_server_result(ctx.method, version, result)
+        if is_modern(version):
+            wire["_meta"] = {**(wire.get("_meta") or {}), SERVER_INFO_META_KEY: self.face.server.server_info_stamp}
+        return wire
 
 
 def _client_name(conn: Connection, meta: Any) -> str | None:

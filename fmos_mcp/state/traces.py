@@ -37,10 +37,11 @@ class TraceStore:
         self._lock = anyio.Lock()
         self.dropped = 0
 
-    def record(self, row: dict[str, Any]) -> None:
+    def record(self, request: MediatedRequest, result: Any, outcome: str, error: str | None) -> None:
+        """O(1) on the request path: sizes and the row itself are computed by the writer, off the loop."""
         if len(self._pending) == self._pending.maxlen:
             self.dropped += 1  # the database is stuck; keep the newest rows rather than grow without bound
-        self._pending.append(tuple(row.get(c) for c in COLUMNS))
+        self._pending.append((request, result, outcome, error, time.time(), time.perf_counter()))
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -66,7 +67,8 @@ class TraceStore:
                 log.warning("trace rows dropped while the database lagged", dropped=self.dropped)
                 self.dropped = 0
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, records: list[tuple[Any, ...]]) -> None:
+        rows = [_row(*record) for record in records]
         placeholders = ",".join("?" * len(COLUMNS))
         with self.db.locked() as db, db.conn:
             db.conn.executemany(f"INSERT INTO traces ({','.join(COLUMNS)}) VALUES ({placeholders})", rows)
@@ -113,27 +115,19 @@ class TracingInterceptor:
             outcome, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self.store.record(_row(request, result, outcome, error))
+            self.store.record(request, result, outcome, error)
 
 
-def _row(request: MediatedRequest, result: Any, outcome: str, error: str | None) -> dict[str, Any]:
+def _row(request: MediatedRequest, result: Any, outcome: str, error: str | None, ts: float, ended: float) -> tuple[Any, ...]:
     if request.trail and request.trail[-1].decision == "deny":
         outcome = "denied"
     host = request.host
-    return {
-        "ts": time.time(),
-        "session": host.session_id,
-        "tenant": host.tenant,
-        "transport": host.transport,
-        "era": host.era,
-        "direction": request.direction.value,
-        "method": request.method,
-        "server": request.server,
-        "name": request.name,
-        "arg_bytes": json_bytes(dict(request.arguments)) if request.arguments else 0,
-        "result_bytes": content_bytes(result) if result is not None else 0,
-        "latency_ms": round((time.perf_counter() - request.started) * 1000, 3),
-        "outcome": outcome,
-        "error": error,
-        "traps": json.dumps([t.as_json() for t in request.trail]) if request.trail else None,
-    }
+    return (
+        ts, host.session_id, host.tenant, host.transport, host.era, request.direction.value, request.method,
+        request.server, request.name,
+        json_bytes(dict(request.arguments)) if request.arguments else 0,
+        content_bytes(result) if result is not None else 0,
+        round((ended - request.started) * 1000, 3),
+        outcome, error,
+        json.dumps([t.as_json() for t in request.trail]) if request.trail else None,
+    )
