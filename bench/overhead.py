@@ -205,9 +205,9 @@ async def throughput(paths: list[Contender], clients: int, calls: int, repeats: 
                 for session in sessions:
                     await session.call_tool(path.tool + "echo", {"text": "warm"})
 
-                async def run(session: Client) -> None:
+                async def run(session: Client, tool: str = path.tool + "echo") -> None:
                     for _ in range(calls):
-                        await session.call_tool(path.tool + "echo", {"text": "ping"})
+                        await session.call_tool(tool, {"text": "ping"})
 
                 start = time.perf_counter()
                 async with anyio.create_task_group() as tasks:

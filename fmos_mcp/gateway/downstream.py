@@ -49,7 +49,8 @@ MAX_LIST_PAGES = 100
 _PROMPT_RESULT = TypeAdapter(types.GetPromptResult | types.InputRequiredResult)
 _RESOURCE_RESULT = TypeAdapter(types.ReadResourceResult | types.InputRequiredResult)
 _RESERVED_META = "io.modelcontextprotocol/"
-_KEEP_META = {"io.modelcontextprotocol/logLevel"}
+LOG_LEVEL_META_KEY = "io.modelcontextprotocol/logLevel"
+_KEEP_META = {LOG_LEVEL_META_KEY}
 
 
 class ServerState(StrEnum):
@@ -149,6 +150,7 @@ class DownstreamServer:
         self._stderr: StderrTail | None = None
         self._closing_reason: str | None = None
         self._watched: set[str] = set()  # resources some host subscribed to
+        self.log_level: str | None = None  # the level hosts of this pool asked for
         self._secrets = logs.secrets_of(spec.env.values(), spec.headers.values(), [spec.url or ""])
         self._relisten = anyio.Event()
 
@@ -400,6 +402,14 @@ class DownstreamServer:
 
     # ----------------------------------------------------------------- calls
 
+    def _meta_for(self, meta: Any) -> dict[str, Any] | None:
+        """What goes downstream in `_meta`: the host's own keys, and for a modern-era server the log level
+        a handshake-era host set with logging/setLevel (modern servers log only to requests that ask)."""
+        out = downstream_meta(meta)
+        if self.log_level and is_modern(self.era):
+            out.setdefault(LOG_LEVEL_META_KEY, self.log_level)
+        return out or None
+
     def _require_session(self) -> MirroringClientSession:
         if self._session is None or self.state is not ServerState.UP:
             why = self.last_error or "it is still starting"
@@ -413,7 +423,7 @@ class DownstreamServer:
         async def send(responses: Any, state: str | None) -> Any:
             return await session.call_tool(
                 name, arguments, progress_callback=progress, input_responses=responses, request_state=state,
-                meta=downstream_meta(meta), allow_input_required=True,
+                meta=self._meta_for(meta), allow_input_required=True,
             )
 
         return await self._invoke(f"tools/call '{name}'", call, send, session)
@@ -423,7 +433,7 @@ class DownstreamServer:
 
         async def send(responses: Any, state: str | None) -> Any:
             request = types.GetPromptRequest(params=types.GetPromptRequestParams(
-                name=name, arguments=arguments, input_responses=responses, request_state=state, _meta=downstream_meta(meta),
+                name=name, arguments=arguments, input_responses=responses, request_state=state, _meta=self._meta_for(meta),
             ))
             return await session.send_request(request, _PROMPT_RESULT, progress_callback=_progress_sink(call))
 
@@ -434,7 +444,7 @@ class DownstreamServer:
 
         async def send(responses: Any, state: str | None) -> Any:
             request = types.ReadResourceRequest(params=types.ReadResourceRequestParams(
-                uri=uri, input_responses=responses, request_state=state, _meta=downstream_meta(meta),
+                uri=uri, input_responses=responses, request_state=state, _meta=self._meta_for(meta),
             ))
             return await session.send_request(request, _RESOURCE_RESULT, progress_callback=_progress_sink(call))
 
@@ -459,7 +469,9 @@ class DownstreamServer:
         token = CURRENT_CALL.set(call)
         try:
             with deadline.scope:
-                return await self._drive_input_rounds(await send(None, None), send)
+                result = await self._drive_input_rounds(await send(None, None), send)
+                await call.settle()
+                return result
             self._suspect()  # only reached when the deadline cancelled the call
             raise CallTimedOut(
                 f"server '{self.name}' did not answer {what} within {self.spec.timeout:g} s; the call was cancelled"
@@ -551,6 +563,8 @@ class DownstreamServer:
         return forward
 
     async def set_logging_level(self, level: str) -> None:
+        """Handshake era: logging/setLevel. Modern era: an opt-in on every request (see _meta_for)."""
+        self.log_level = level
         session = self._session
         caps = self.server_caps
         if session is None or is_modern(self.era) or caps is None or caps.logging is None:
@@ -591,17 +605,17 @@ def _progress_sink(call: InflightCall) -> Any:
         return None
 
     async def forward(progress: float, total: float | None, message: str | None) -> None:
-        await channel.progress(progress, total, message)
+        async with call.forwarding():
+            await channel.progress(progress, total, message)
 
     return forward
 
 
-def downstream_meta(meta: Any) -> dict[str, Any] | None:
+def downstream_meta(meta: Any) -> dict[str, Any]:
     """The host's `_meta` minus what the gateway re-stamps (protocol envelope, progress token)."""
     if not meta:
-        return None
-    kept = {k: v for k, v in (without_progress(meta) or {}).items() if not k.startswith(_RESERVED_META) or k in _KEEP_META}
-    return kept or None
+        return {}
+    return {k: v for k, v in (without_progress(meta) or {}).items() if not k.startswith(_RESERVED_META) or k in _KEEP_META}
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -186,7 +186,8 @@ class DownstreamPool:
         except AmbiguousCaller:
             call = None  # several hosts: every one of them gets it, as log messages outside a call do
         if call is not None and call.channel is not None:
-            await call.channel.log(params)
+            async with call.forwarding():
+                await call.channel.log(params)
         else:
             await self.notifier.server_log(self.key, params)
 

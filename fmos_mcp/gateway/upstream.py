@@ -9,6 +9,7 @@ host's call that a downstream interrupts with a request for the host is carried 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 import warnings
 from collections import OrderedDict
@@ -89,6 +90,7 @@ class UpstreamFace:
         self._links: dict[PoolKey, OrderedDict[int, HostLink]] = {}
         self._buses: dict[PoolKey, tuple[InMemorySubscriptionBus, ListenHandler]] = {}
         self.listers = {method: self._lister(method) for method in _LIST_METHODS}
+        self._modern_hosts: dict[tuple[Any, ...], HostInfo] = {}
         self.server = self._build_server()
 
     # ----------------------------------------------------------------- the MCP server
@@ -137,6 +139,19 @@ class UpstreamFace:
         scope = getattr(ctx.request, "scope", None) or {}
         identity: Identity = scope.get(IDENTITY_SCOPE_KEY, self.default_identity)
         modern = is_modern(ctx.protocol_version)
+        if modern:  # a modern host restates who it is on every request: the same words, the same answer
+            key = (identity, scope.get(TRANSPORT_SCOPE_KEY), ctx.protocol_version, _envelope(ctx.meta))
+            known = self._modern_hosts.get(key)
+            if known is None:
+                if len(self._modern_hosts) > 4096:
+                    self._modern_hosts.clear()
+                known = self._modern_hosts[key] = self._describe_host(ctx, conn, identity, scope, modern)
+            return known
+        host = self._describe_host(ctx, conn, identity, scope, modern)
+        conn.state["fmos.host"] = host  # a handshake connection's answers never change
+        return host
+
+    def _describe_host(self, ctx: Any, conn: Connection, identity: Identity, scope: Any, modern: bool) -> HostInfo:
         client = _client_name(conn, ctx.meta)
         if conn.session_id:
             session_id = conn.session_id
@@ -153,8 +168,6 @@ class UpstreamFace:
             roles=identity.roles,
             client_name=client,
         )
-        if not modern:  # a handshake connection's answers never change; a modern one is per request
-            conn.state["fmos.host"] = host
         return host
 
     async def _enter(self, ctx: ServerRequestContext[Any]) -> tuple[HostInfo, DownstreamPool]:
@@ -280,7 +293,9 @@ class UpstreamFace:
     async def _mediate(self, ctx: ServerRequestContext[Any], pool: DownstreamPool, request: MediatedRequest) -> Any:
         pool.last_used = anyio.current_time()
         leg = RequestChannel(ctx.session, ctx.request_id, timeout=self.rounds.ttl)
-        if not (is_modern(ctx.protocol_version) and request.method in _ROUND_METHODS):
+        caps = request.host.capabilities
+        askable = caps.sampling or caps.elicitation or caps.roots  # downstreams are offered exactly these
+        if not (askable and is_modern(ctx.protocol_version) and request.method in _ROUND_METHODS):
             return await pool.pipeline(request.evolve(channel=leg))
         # A modern host cannot be asked mid-call: the work may outlive this request, across retries.
         params = request.params
@@ -384,6 +399,14 @@ class ListLane:
         if is_modern(version):
             wire["_meta"] = {**(wire.get("_meta") or {}), SERVER_INFO_META_KEY: self.face.server.server_info_stamp}
         return wire
+
+
+def _envelope(meta: Any) -> str:
+    """Who a modern request says it is (client info and capabilities), as a cache key."""
+    if not meta:
+        return ""
+    return json.dumps([meta.get("io.modelcontextprotocol/clientInfo"),
+                       meta.get("io.modelcontextprotocol/clientCapabilities")], sort_keys=True, default=str)
 
 
 def _client_name(conn: Connection, meta: Any) -> str | None:
