@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -228,32 +229,97 @@ async def list_all(client: Client) -> list[Any]:
             return tools
 
 
+INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
+
+
+_NEXT = re.compile(r'"nextCursor":\s*"([^"]+)"')
+
+
+def raw_listing(send: Callable[[dict[str, Any]], str], parse: bool = False) -> int:
+    """Every page of tools/list with a client that only finds the cursor (no JSON parsing, which for a
+    thousand tools costs the client more than the gateway spends): the gateway's answer time."""
+    count, cursor, ident = 0, None, 100
+    while True:
+        ident += 1
+        params = {"cursor": cursor} if cursor else {}
+        text = send({"jsonrpc": "2.0", "id": ident, "method": "tools/list", "params": params})
+        if parse:
+            count += len(json.loads(text)["result"]["tools"])
+        found = _NEXT.search(text)
+        cursor = found.group(1) if found else None
+        if not cursor:
+            return count
+
+
+def raw_stdio(directory: Path, state: Path) -> tuple[int, list[float]]:
+    process = subprocess.Popen([PY, *fmos_args(directory, state, "--startup-grace", "60")], cwd=ROOT,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    assert process.stdin and process.stdout
+
+    def send(message: dict[str, Any]) -> str:
+        process.stdin.write(json.dumps(message) + "\n")  # type: ignore[union-attr]
+        process.stdin.flush()  # type: ignore[union-attr]
+        marker = f'"id":{message["id"]}'
+        while True:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            if marker in line[:200].replace(" ", ""):
+                return line
+
+    try:
+        send(INIT)
+        process.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+        total = raw_listing(send, parse=True)
+        timings = []
+        for _ in range(40):
+            start = time.perf_counter()
+            raw_listing(send)
+            timings.append((time.perf_counter() - start) * 1000)
+        return total, timings
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+
+
+def raw_http(url: str) -> list[float]:
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    with httpx2.Client(timeout=60) as http:
+        session = http.post(url, headers=headers, json=INIT).headers["mcp-session-id"]
+        headers |= {"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+        http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+        def send(message: dict[str, Any]) -> str:
+            return http.post(url, headers=headers, json=message).text
+
+        raw_listing(send)
+        timings = []
+        for _ in range(40):
+            start = time.perf_counter()
+            raw_listing(send)
+            timings.append((time.perf_counter() - start) * 1000)
+        return timings
+
+
 async def scale(tmp: Path, bg: Background, servers: int, tools_each: int) -> dict[str, float]:
     entries = {f"s{i:02d}": {"command": PY, "args": [str(SERVER), "stdio", "--tools", str(tools_each)]} for i in range(servers)}
     directory = servers_d(tmp / "scale", entries)
+    total, stdio_timings = raw_stdio(directory, tmp / "scale-stdio")
     port = free_port()
     gateway = bg.start([PY, *fmos_args(directory, tmp / "scale-state", "--transport", "http", "--port", str(port),
                                        "--startup-grace", "60")], f"http://127.0.0.1:{port}/healthz")
-    async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as client:
-        total = len(await list_all(client))
-        timings = []
-        for _ in range(60):
+    url = f"http://127.0.0.1:{port}/mcp"
+    async with Client(url, mode="legacy") as client:
+        assert len(await list_all(client)) == total
+        sdk_timings = []
+        for _ in range(20):
             start = time.perf_counter()
-            listed = await list_all(client)
-            timings.append((time.perf_counter() - start) * 1000)
-            assert len(listed) == total
+            await list_all(client)
+            sdk_timings.append((time.perf_counter() - start) * 1000)
+    http_timings = raw_http(url)
     rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{gateway.pid}/status").read_text().splitlines()
                   if line.startswith("VmRSS:"))
-    bg.processes.remove(gateway)
-    gateway.terminate()
-    gateway.wait(timeout=30)
-    state = tmp / "scale-state" / "fmos.sqlite3"
-    import sqlite3
-
-    with sqlite3.connect(state) as db:  # one row per page; a full listing is the sum of its pages
-        own = [r[0] for r in db.execute("SELECT latency_ms FROM traces WHERE method = 'tools/list' ORDER BY id DESC LIMIT 120")]
-    return {"tools": total, "servers": servers, "client_p50_ms": pct(timings, 0.5),
-            "gateway_p50_ms": pct(own, 0.5) if own else float("nan"), "rss_mb": rss_kb / 1024}
+    return {"tools": total, "servers": servers, "stdio_p50_ms": pct(stdio_timings, 0.5),
+            "http_p50_ms": pct(http_timings, 0.5), "sdk_client_p50_ms": pct(sdk_timings, 0.5), "rss_mb": rss_kb / 1024}
 
 
 # ----------------------------------------------------------------------------- report
@@ -288,10 +354,11 @@ async def main(opts: argparse.Namespace) -> None:
                     ratio = f", fmos/fastmcp {rates['fmos-mcp'] / rates['fastmcp']:.2f}x" if "fastmcp" in rates else ""
                     print(f"  {era}: " + ", ".join(f"{k} {v:.0f} calls/s" for k, v in rates.items()) + ratio)
             if opts.only in (None, "scale"):
-                result = await scale(tmp, bg, 20, 50)
-                print(f"\nscale: {result['servers']} downstream servers, {result['tools']} tools: tools/list p50 "
-                      f"{result['gateway_p50_ms']:.2f} ms in the gateway, {result['client_p50_ms']:.2f} ms seen by an SDK client; "
-                      f"gateway resident memory {result['rss_mb']:.0f} MB")
+                r = await scale(tmp, bg, 20, 50)
+                print(f"\nscale: {r['servers']} downstream servers, {r['tools']} tools; full tools/list (every page), p50: "
+                      f"{r['stdio_p50_ms']:.2f} ms over stdio and {r['http_p50_ms']:.2f} ms over streamable HTTP "
+                      f"(raw client, the gateway's answer), {r['sdk_client_p50_ms']:.2f} ms as an SDK client sees it "
+                      f"(its own parsing included); gateway resident memory {r['rss_mb']:.0f} MB")
         finally:
             bg.stop()
 

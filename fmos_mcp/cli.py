@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--json-response", action="store_true", help="answer streamable HTTP with plain JSON")
     serve.add_argument("--startup-grace", type=_positive, default=5.0,
                        help="seconds a host's first list waits for servers still starting")
+    serve.add_argument("--page-size", type=int, default=500,
+                       help="items per page of every list hosts see (fewer pages: fewer round trips)")
     serve.add_argument("--input-timeout", type=_positive, default=300.0,
                        help="seconds a modern-era host has to answer a server's request (InputRequiredResult) "
                             "before the waiting call is cancelled")
@@ -141,7 +143,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"fmos-mcp: refusing to listen on {args.host} without a token: pass --auth-token or set "
               "FMOS_AUTH_TOKEN (only loopback addresses may go without one)", file=sys.stderr)
         return 2
-    settings = GatewaySettings(startup_grace=args.startup_grace, round_ttl=args.input_timeout)
+    if args.page_size < 1:
+        print("fmos-mcp: --page-size must be at least 1", file=sys.stderr)
+        return 2
+    settings = GatewaySettings(startup_grace=args.startup_grace, round_ttl=args.input_timeout, page_size=args.page_size)
     if transport == "stdio":
         settings = replace(settings, pool_idle=float("inf"))  # one host, for the life of the process
     app = build(_config(args, transport, settings))
