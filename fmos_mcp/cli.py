@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--page-size", type=int, default=500,
                        help="items per page of every list hosts see (fewer pages: fewer round trips)")
     serve.add_argument("--input-timeout", type=_positive, default=300.0,
-                       help="seconds a modern-era host has to answer a server's request (InputRequiredResult) "
-                            "before the waiting call is cancelled")
+                       help="seconds a host has to answer a server's request (elicitation, sampling, roots; for a "
+                            "modern-era host, its InputRequiredResult round) before the waiting call is cancelled")
 
     for name, text in (("servers", "each downstream server: status, era, tool count, last error"),
                        ("tools", "every aggregated tool: name, server, status")):

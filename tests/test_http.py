@@ -166,6 +166,27 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
+def _stdio_gateway_with_servers(servers: Path, state: Path) -> tuple[subprocess.Popen[str], set[int]]:
+    """A stdio gateway that has answered tools/list (so its servers run), and its descendant processes."""
+    process = subprocess.Popen([PY, *gateway_command(servers, state)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
+    assert process.stdin and process.stdout
+    for message in (INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}):
+        process.stdin.write(json.dumps(message) + "\n")
+        process.stdin.flush()
+    while '"id":2' not in process.stdout.readline().replace(" ", ""):
+        pass
+    return process, _descendants(process.pid)
+
+
+def _assert_gone(pids: set[int]) -> None:
+    deadline = time.monotonic() + 10
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pids)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_sigterm_stops_every_downstream_process(tmp_path: Path) -> None:
     servers = write_servers(tmp_path / "servers.d", {"infra": infra(), "everything": everything()})
@@ -178,32 +199,16 @@ def test_sigterm_stops_every_downstream_process(tmp_path: Path) -> None:
     children = _descendants(gateway.process.pid)
     assert len(children) >= 2  # the downstream servers run
     assert gateway.stop() in (0, -signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _alive(children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(children)
+    _assert_gone(children)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_closing_stdin_stops_a_stdio_gateway_and_its_servers(tmp_path: Path) -> None:
-    servers = write_servers(tmp_path / "servers.d", {"infra": infra()})
-    process = subprocess.Popen([PY, *gateway_command(servers, tmp_path / "state")], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
-    assert process.stdin and process.stdout
-    for message in (INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"},
-                    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}):
-        process.stdin.write(json.dumps(message) + "\n")
-        process.stdin.flush()
-    while '"id":2' not in process.stdout.readline().replace(" ", ""):
-        pass
-    children = _descendants(process.pid)
+    process, children = _stdio_gateway_with_servers(write_servers(tmp_path / "servers.d", {"infra": infra()}), tmp_path / "state")
     assert children
-    process.stdin.close()
+    process.stdin.close()  # type: ignore[union-attr]
     assert process.wait(timeout=20) == 0
-    deadline = time.monotonic() + 10
-    while _alive(children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(children)
+    _assert_gone(children)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
@@ -239,23 +244,11 @@ async def _has(host: RecordingHost, kind: type) -> bool:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_sigterm_stops_a_stdio_gateway_and_its_servers(tmp_path: Path) -> None:
     servers = write_servers(tmp_path / "servers.d", {"infra": infra(), "everything": everything()})
-    process = subprocess.Popen([PY, *gateway_command(servers, tmp_path / "state")], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
-    assert process.stdin and process.stdout
-    for message in (INIT, {"jsonrpc": "2.0", "method": "notifications/initialized"},
-                    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}):
-        process.stdin.write(json.dumps(message) + "\n")
-        process.stdin.flush()
-    while '"id":2' not in process.stdout.readline().replace(" ", ""):
-        pass
-    children = _descendants(process.pid)
+    process, children = _stdio_gateway_with_servers(servers, tmp_path / "state")
     assert len(children) >= 2
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
-    deadline = time.monotonic() + 10
-    while _alive(children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(children)
+    _assert_gone(children)
 
 
 async def test_a_push_that_could_belong_to_two_hosts_is_refused_not_misrouted(tmp_path: Path) -> None:

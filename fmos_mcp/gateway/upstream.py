@@ -59,6 +59,8 @@ _ROUND_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 _LIST_METHODS = frozenset({"tools/list", "prompts/list", "resources/list", "resources/templates/list"})
 IDLE_REQUEST_TIMEOUT = 30.0  # seconds a host gets to answer a server's request made outside any call
 _EVENTS = {"tools": ToolsListChanged, "prompts": PromptsListChanged, "resources": ResourcesListChanged}
+# Lists are per tenant and change whenever a server does (list_changed says when): private, and stale at once.
+LIST_CACHE_HINT = CacheHint(ttl_ms=0, scope="private")
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,7 @@ class UpstreamFace:
                 version=__version__,
                 title="fmos-mcp gateway",
                 instructions=INSTRUCTIONS,
-                # Lists are per tenant and change whenever a server does (list_changed says when): private, stale.
-                cache_hints={method: CacheHint(ttl_ms=0, scope="private") for method in CACHEABLE_METHODS},
+                cache_hints={method: LIST_CACHE_HINT for method in CACHEABLE_METHODS},
                 on_list_tools=self.listers["tools/list"],
                 on_list_prompts=self.listers["prompts/list"],
                 on_list_resources=self.listers["resources/list"],
@@ -159,7 +160,7 @@ class UpstreamFace:
             session_id = "m-" + hashlib.sha256(f"{identity.tenant}\0{client}".encode()).hexdigest()[:12]
         else:
             session_id = uuid.uuid4().hex[:12]
-        host = HostInfo(
+        return HostInfo(
             session_id=session_id,
             tenant=identity.tenant,
             transport=scope.get(TRANSPORT_SCOPE_KEY, self.transport),
@@ -168,7 +169,6 @@ class UpstreamFace:
             roles=identity.roles,
             client_name=client,
         )
-        return host
 
     async def _enter(self, ctx: ServerRequestContext[Any]) -> tuple[HostInfo, DownstreamPool]:
         host = self._host(ctx)
@@ -386,7 +386,7 @@ class ListLane:
         if isinstance(result, WirePage):
             wire = dict(result)
             if is_modern(version):
-                wire.update(ttlMs=0, cacheScope="private")
+                wire.update(ttlMs=LIST_CACHE_HINT.ttl_ms, cacheScope=LIST_CACHE_HINT.scope)
                 wire["_meta"] = {SERVER_INFO_META_KEY: self.face.server.server_info_stamp}
             else:
                 wire.pop("resultType", None)
@@ -394,7 +394,7 @@ class ListLane:
         if isinstance(result, BaseModel):
             result = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         if is_modern(version):
-            result = {"ttlMs": 0, "cacheScope": "private", "resultType": "complete", **result}
+            result = {"ttlMs": LIST_CACHE_HINT.ttl_ms, "cacheScope": LIST_CACHE_HINT.scope, "resultType": "complete", **result}
         wire = _methods.serialize_server_result(ctx.method, version, result)
         if is_modern(version):
             wire["_meta"] = {**(wire.get("_meta") or {}), SERVER_INFO_META_KEY: self.face.server.server_info_stamp}
