@@ -30,7 +30,7 @@ def test_servers_reports_status_era_tool_count_and_last_error(tmp_path: Path) ->
     report = {s["name"]: s for s in json.loads(run.stdout)["servers"]}
     assert run.returncode == 1  # one server is down
     assert report["infra"]["status"] == "up" and report["infra"]["era"] == "2026-07-28" and report["infra"]["tools"] == 11
-    assert report["faulty"]["status"] == "up" and report["faulty"]["era"] == "2025-06-18" and report["faulty"]["tools"] == 13
+    assert report["faulty"]["status"] == "up" and report["faulty"]["era"] == "2025-06-18" and report["faulty"]["tools"] == 14
     assert report["ghost"]["status"] == "down" and "no-such-binary-fmos' was not found" in report["ghost"]["last_error"]
     assert report["off"]["status"] == "disabled"
     table = fmos("servers", "--servers-dir", str(servers), "--state-dir", str(tmp_path / "state"), "--timeout", "20")

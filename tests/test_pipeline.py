@@ -90,7 +90,7 @@ async def test_traces_survive_shutdown_and_reopen(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_every_list_paginates_on_both_sides(tmp_path: Path, mode: str) -> None:
-    # The fault server lists 260 tools in pages of 100; the gateway serves pages of 7.
+    # The fault server lists 261 tools in pages of 100; the gateway serves pages of 7.
     servers = write_servers(tmp_path / "servers.d", {"faulty": fault("--tools", "250")})
     settings = GatewaySettings(page_size=7)
     async with inproc_gateway(servers, tmp_path / "state", mode, settings=settings) as (_app, client):
@@ -102,7 +102,7 @@ async def test_every_list_paginates_on_both_sides(tmp_path: Path, mode: str) -> 
             cursor = page.next_cursor
             if not cursor:
                 break
-        assert len(names) == len(set(names)) == 260
+        assert len(names) == len(set(names)) == 261
         assert pages == 38
         assert "faulty__bulk_0249" in names
         with pytest.raises(Exception, match="invalid cursor"):
@@ -145,3 +145,14 @@ async def test_pools_in_use_are_never_evicted_for_a_new_profile(tmp_path: Path) 
             with pytest.raises(MCPError, match="host profiles in use"):
                 await other.list_tools()
         assert not (await client.call_tool("faulty__ok", {})).is_error  # the first host kept its servers
+
+
+async def test_a_twenty_megabyte_result_arrives_whole(tmp_path: Path) -> None:
+    """One very large message: read in linear time and passed on unchanged (the host side is in memory)."""
+    servers = write_servers(tmp_path / "servers.d", {"faulty": fault()})
+    async with inproc_gateway(servers, tmp_path / "state", "legacy") as (_app, client):
+        result = await client.call_tool("faulty__huge", {"mb": 20})
+    body = text_of(result)
+    assert not result.is_error
+    assert len(body) == 20 * 1024 * 1024 + len("BEGIN") + len("END")
+    assert body.startswith("BEGIN0123456789abcdef") and body.endswith("abcdefEND")

@@ -1,10 +1,16 @@
-"""The upstream stdio transport, on the event loop itself.
+"""stdio transports on the event loop itself: the host side (`stdio_streams`) and the server side
+(`spawn_stdio`).
 
-The SDK's stdio server reads stdin through a worker thread: every message costs thread hops, and a read
-blocked in a thread cannot be cancelled, so a signal could not stop the gateway while a host kept stdin
-open. This transport reads and writes the pipes with asyncio. Like the SDK's, it claims fds 0 and 1 while
-serving (0 reads /dev/null, 1 writes to stderr), so nothing else in the process can touch the wire.
-Where stdin is not a pipe, socket or terminal (a regular file), or on Windows, the SDK's transport is used.
+Host side: the SDK's stdio server reads stdin through a worker thread: every message costs thread hops,
+and a read blocked in a thread cannot be cancelled, so a signal could not stop the gateway while a host
+kept stdin open. This transport reads and writes the pipes with asyncio. Like the SDK's, it claims fds 0
+and 1 while serving (0 reads /dev/null, 1 writes to stderr), so nothing else in the process can touch the
+wire. Where stdin is not a pipe, socket or terminal (a regular file), or on Windows, the SDK's is used.
+
+Server side: the SDK's stdio client joins every chunk to the line read so far, which is quadratic for one
+large message (a 20 MB result took seconds), and hands each message over unbuffered. This one joins a
+line once, at its newline, and buffers. Process handling is the SDK's: a session of its own, stdin closed
+first, then the whole process group terminated and killed.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import stat
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import IO, Any
 
 import anyio
+import anyio.abc
 import mcp_types as types
+from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.server.stdio import stdio_server as sdk_stdio_server
 from mcp.shared.message import SessionMessage
 
@@ -120,3 +128,101 @@ def _claim(fd: int, diversion: int) -> int:
 def _restore(fd: int, private: int) -> None:
     with suppress(OSError):
         os.dup2(private, fd)
+
+
+# ----------------------------------------------------------------------------- the server side
+
+STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes, and again after SIGTERM
+
+
+@asynccontextmanager
+async def spawn_stdio(
+    command: str, args: list[str], env: dict[str, str], cwd: str | None, errlog: IO[str]
+) -> AsyncIterator[tuple[Any, Any]]:
+    process = await anyio.open_process([command, *args], env=env, cwd=cwd, stderr=errlog, start_new_session=True)
+    to_session, from_server = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+    to_server, from_session = anyio.create_memory_object_stream[SessionMessage](64)
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_read_server, process, to_session)
+            tasks.start_soon(_write_server, process, from_session, to_session)
+            try:
+                yield from_server, to_server
+            finally:
+                tasks.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop(process)
+            for stream in (from_server, to_server, to_session, from_session):
+                await stream.aclose()
+
+
+async def _read_server(process: anyio.abc.Process, out: Any) -> None:
+    assert process.stdout is not None
+    pending: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in process.stdout:
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                pending.append(chunk[start:end])
+                line = b"".join(pending)
+                pending.clear()
+                size = 0
+                start = end + 1
+                if line.strip():
+                    await out.send(_parse(line))
+            if start < len(chunk):
+                pending.append(chunk[start:])
+                size += len(chunk) - start
+                if size > MAX_MESSAGE:  # refuse, don't buffer without bound
+                    pending.clear()
+                    size = 0
+                    await out.send(ValueError(f"the server sent a message longer than {MAX_MESSAGE} bytes"))
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+        pass
+    finally:
+        await out.aclose()  # end of the server's output: the session sees the connection close
+
+
+def _parse(line: bytes) -> SessionMessage | Exception:
+    # One invalid UTF-8 byte must not end the connection: it is replaced, and the message still parsed.
+    try:
+        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line.decode("utf-8", "replace"), by_name=False))
+    except ValueError as exc:
+        return exc
+
+
+async def _write_server(process: anyio.abc.Process, messages: Any, readers: Any) -> None:
+    assert process.stdin is not None
+    try:
+        async with messages:
+            async for message in messages:
+                data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                await process.stdin.send(data.encode("utf-8") + b"\n")
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+        await readers.aclose()  # the server is gone: let the session notice
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """The MCP shutdown sequence: close stdin, give the server a moment, then end its whole process group."""
+    with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if process.stdin is not None:
+            await process.stdin.aclose()
+    with anyio.move_on_after(STOP_GRACE):
+        while process.returncode is None:
+            await anyio.sleep(0.01)
+    if process.returncode is None or _group_alive(process.pid):
+        await terminate_posix_process_tree(process, STOP_GRACE)
+    with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await process.aclose()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

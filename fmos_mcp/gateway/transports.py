@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -17,6 +18,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from fmos_mcp import logs
 from fmos_mcp.config import ServerSpec
+from fmos_mcp.gateway.stdio import spawn_stdio
 
 log = logs.get("fmos.downstream")
 
@@ -85,7 +87,12 @@ async def _stdio(spec: ServerSpec, stderr: StderrTail | None) -> AsyncIterator[t
             # One invalid UTF-8 byte would otherwise kill the SDK's reader for good.
             encoding_error_handler="replace",
         )
-        async with stdio_client(params, errlog=errlog) as streams:
+        if sys.platform == "win32":  # the SDK's transport knows Windows process trees (Job Objects)
+            async with stdio_client(params, errlog=errlog) as streams:
+                errlog.close()  # the child holds its own copy now
+                yield streams
+            return
+        async with spawn_stdio(command, list(spec.args), env, spec.cwd, errlog) as streams:
             errlog.close()  # the child holds its own copy now
             yield streams
     finally:

@@ -9,7 +9,8 @@ Options: --tools N (tool count, listed in pages of 100), --slow-start S (seconds
 Tools: ok, crash (exits mid-call), freeze (stops the whole process), hang (never answers that call),
 malformed (result of the wrong shape), bad_structured (violates its own output schema), bad_utf8 (invalid
 bytes on the wire), grow (adds a tool and sends list_changed), echo_meta (returns the request's _meta),
-sample_with_progress (asks the client to sample with a progress token, returns the progress it received).
+sample_with_progress (asks the client to sample with a progress token, returns the progress it received),
+huge (one text block of `mb` megabytes, in one line of JSON).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ opts = parser.parse_args()
 
 OBJECT = {"type": "object"}
 TOOLS = [{"name": n, "description": f"fault: {n}", "inputSchema": OBJECT} for n in (
-    "ok", "crash", "freeze", "hang", "malformed", "bad_utf8", "grow", "echo_meta", "sample_with_progress",
+    "ok", "crash", "freeze", "hang", "malformed", "bad_utf8", "grow", "echo_meta", "sample_with_progress", "huge",
 )]
 TOOLS.append({
     "name": "bad_structured", "description": "violates its output schema", "inputSchema": OBJECT,
@@ -84,6 +85,10 @@ def call(msg_id, params: dict) -> None:
         TOOLS.append({"name": f"grown_{len(TOOLS)}", "description": "added at run time", "inputSchema": OBJECT})
         result(msg_id, text("grown"))
         send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+    elif name == "huge":
+        size = int((params.get("arguments") or {}).get("mb", 20)) * 1024 * 1024
+        body = ("0123456789abcdef" * (size // 16 + 1))[:size]
+        result(msg_id, text("BEGIN" + body + "END"))
     elif name == "echo_meta":
         result(msg_id, text(json.dumps(params.get("_meta") or {})))
     elif name == "sample_with_progress":
