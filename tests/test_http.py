@@ -288,3 +288,17 @@ async def test_a_push_that_could_belong_to_two_hosts_is_refused_not_misrouted(tm
         assert results["b"].is_error or "several hosts" in text_of(results["b"])
     finally:
         gateway.stop()
+
+
+async def test_json_response_mode_answers_plain_json(tmp_path: Path) -> None:
+    """--json-response: results come back as one JSON body (no SSE), so no event-size limit applies."""
+    gateway = HttpGateway(write_servers(tmp_path / "servers.d", {"infra": infra()}), tmp_path / "state", "--json-response")
+    try:
+        response = httpx2.post(gateway.url + "/mcp", headers=MCP_HEADERS, json=INIT, timeout=30)
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["result"]["serverInfo"]["name"] == "fmos-mcp"
+        async with gateway.client("legacy") as client:
+            node = await client.call_tool("infra__get_node", {"name": "web-1"})
+            assert node.structured_content["name"] == "web-1"
+    finally:
+        gateway.stop()
