@@ -218,9 +218,7 @@ class DownstreamServer:
             log.info("server up", server=self.name, era=self.era, tools=len(self.tools))
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                if self._dirty:  # a list_changed that arrived during the first listing
-                    self._syncing = True
-                    tasks.start_soon(self._sync_dirty)
+                self._start_sync()  # for a list_changed that arrived during the first listing
                 if is_modern(self.era):
                     tasks.start_soon(self._listen, session)
                 else:
@@ -280,7 +278,10 @@ class DownstreamServer:
 
     def _schedule_sync(self, kind: str) -> None:
         self._dirty.add(kind)
-        if not self._syncing and self._tasks is not None:
+        self._start_sync()
+
+    def _start_sync(self) -> None:
+        if self._dirty and not self._syncing and self._tasks is not None:
             self._syncing = True
             self._tasks.start_soon(self._sync_dirty)
 
