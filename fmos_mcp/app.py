@@ -7,6 +7,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
+import anyio.abc
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from fmos_mcp import logs
@@ -16,6 +18,7 @@ from fmos_mcp.gateway.upstream import Identity
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.state.traces import TraceStore, TracingInterceptor
 from fmos_mcp.traps.pipeline import Interceptor
+from fmos_mcp.trust.plane import TrustPlane
 
 log = logs.get("fmos.app")
 
@@ -26,8 +29,10 @@ class AppConfig:
     policies_dir: Path
     state_dir: Path
     transport: str = "stdio"
-    tenant: str = "local"
+    tenant: str | None = None  # None: the policies' identity, else "local"
+    roles: tuple[str, ...] | None = None
     settings: GatewaySettings = field(default_factory=GatewaySettings)
+    trust: bool = True  # off only to measure what the trust plane costs (bench/security)
 
 
 @dataclass
@@ -36,11 +41,20 @@ class App:
     servers: ServersConfig
     db: StateDB
     traces: TraceStore
+    trust: TrustPlane
     gateway: Gateway
 
     @property
     def errors(self) -> list[ConfigError]:
         return self.servers.errors
+
+    async def background(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Everything that runs beside the gateway: state writers, and the watch for approvals."""
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(self.traces.run)
+            await tasks.start(self.trust.audit.run)
+            await tasks.start(self.trust.watch_pins, self.gateway.refresh_catalogs)
+            task_status.started()
 
 
 def build(config: AppConfig) -> App:
@@ -51,12 +65,19 @@ def build(config: AppConfig) -> App:
         log.error("configuration error", detail=str(error))
     db = StateDB(config.state_dir)
     traces = TraceStore(db)
+    trust = TrustPlane.build(config.policies_dir, db)
     interceptors: list[Interceptor] = [TracingInterceptor(traces)]
+    if config.trust:
+        interceptors.append(trust.service)
+    policies = trust.policies
+    identity = Identity(config.tenant or policies.tenant or "local",
+                        config.roles if config.roles is not None else policies.roles)
     gateway = Gateway(
         list(servers.servers.values()),
         interceptors,
         config.settings,
-        default_identity=Identity(config.tenant),
+        default_identity=identity,
         transport=config.transport,
+        transforms=[trust.vetting] if config.trust else [],
     )
-    return App(config, servers, db, traces, gateway)
+    return App(config, servers, db, traces, trust, gateway)

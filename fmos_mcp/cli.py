@@ -23,6 +23,7 @@ from fmos_mcp.gateway.serving import serve_http, serve_stdio
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.state.traces import TraceStore
 from fmos_mcp.traps.request import HostCapabilities
+from fmos_mcp.trust import commands
 
 
 def _dirs(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +33,10 @@ def _dirs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies-dir", type=Path, default=None,
                         help=f"policies; default ./policies, else {config_home / 'policies'}")
     parser.add_argument("--state-dir", type=Path, default=None, help=f"state database; default {paths.user_state_dir()}")
-    parser.add_argument("--tenant", default="local", help="the tenant stdio hosts and token holders act as")
+    parser.add_argument("--tenant", default=None,
+                        help="the tenant stdio hosts (and --auth-token holders) act as; default: policies' identity, else local")
+    parser.add_argument("--role", dest="roles", action="append", default=None,
+                        help="a role of that identity (repeatable); default: policies' identity roles")
     parser.add_argument("--log-level", default=os.environ.get("FMOS_LOG_LEVEL"),
                         help="debug, info, warning, error (default: info for serve, warning otherwise)")
 
@@ -64,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds a host's first list waits for servers still starting")
     serve.add_argument("--page-size", type=int, default=500,
                        help="items per page of every list hosts see (fewer pages: fewer round trips)")
+    serve.add_argument("--no-trust", action="store_true",
+                       help="switch the trust plane off (policies, detectors, audit): only to measure what it costs")
     serve.add_argument("--input-timeout", type=_positive, default=300.0,
                        help="seconds a host has to answer a server's request (elicitation, sampling, roots; for a "
                             "modern-era host, its InputRequiredResult round) before the waiting call is cancelled")
@@ -72,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                        ("tools", "every aggregated tool: name, server, status")):
         probe = sub.add_parser(name, help=text)
         _dirs(probe)
+        if name == "tools":
+            probe.add_argument("action", nargs="?", choices=["approve"], help="approve: release a quarantined tool")
+            probe.add_argument("tool", nargs="?", help="with approve: the tool's name (as listed) or SERVER/TOOL")
+            probe.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (for the audit)")
         probe.add_argument("--json", action="store_true")
         probe.add_argument("--timeout", type=_positive, default=30.0, help="seconds to wait for servers to start")
 
@@ -101,6 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     _dirs(trace)
     trace.add_argument("--last", type=int, default=20)
     trace.add_argument("--json", action="store_true")
+
+    policy = sub.add_parser("policy", help="policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate every policy file; report each error with file, rule and key")
+    check.add_argument("directory", type=Path, nargs="?", default=None, help="default: the policies directory")
+
+    audit = sub.add_parser("audit", help="the hash-chained audit trail of trust decisions")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    show = audit_sub.add_parser("show", help="recent decisions")
+    _dirs(show)
+    show.add_argument("--last", type=int, default=50)
+    show.add_argument("--json", action="store_true")
+    verify = audit_sub.add_parser("verify", help="check that no row was edited, deleted or cut off")
+    _dirs(verify)
+
+    token = sub.add_parser("token", help="HTTP bearer tokens mapped to a tenant and roles")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    add = token_sub.add_parser("add", help="issue a token (printed once; only its SHA-256 is stored)")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--role", dest="roles", action="append", default=[])
+    add.add_argument("--name", default=None, help="who or what holds it")
+    add.add_argument("--file", type=Path, default=None, help="default: tokens.yaml in the policies directory")
+    add.add_argument("--policies-dir", type=Path, default=None)
     return parser
 
 
@@ -113,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "serve": _serve, "servers": _servers, "tools": _tools, "trace": _trace,
         "install": _install, "uninstall": _uninstall, "config": _config_import,
+        "policy": _policy, "audit": _audit, "token": _token,
     }[args.command]
     try:
         return handler(args)
@@ -131,6 +165,7 @@ def _config(args: argparse.Namespace, transport: str = "stdio", settings: Gatewa
         state_dir=args.state_dir or paths.user_state_dir(),
         transport=transport,
         tenant=args.tenant,
+        roles=tuple(args.roles) if args.roles is not None else None,
         settings=settings or GatewaySettings(),
     )
 
@@ -139,22 +174,23 @@ def _config(args: argparse.Namespace, transport: str = "stdio", settings: Gatewa
 
 def _serve(args: argparse.Namespace) -> int:
     transport = "stdio" if args.transport == "stdio" else "http"
-    if transport == "http" and not is_loopback(args.host) and not args.auth_token:
-        print(f"fmos-mcp: refusing to listen on {args.host} without a token: pass --auth-token or set "
-              "FMOS_AUTH_TOKEN (only loopback addresses may go without one)", file=sys.stderr)
-        return 2
     if args.page_size < 1:
         print("fmos-mcp: --page-size must be at least 1", file=sys.stderr)
         return 2
     settings = GatewaySettings(startup_grace=args.startup_grace, round_ttl=args.input_timeout, page_size=args.page_size)
     if transport == "stdio":
         settings = replace(settings, pool_idle=float("inf"))  # one host, for the life of the process
-    app = build(_config(args, transport, settings))
+    app = build(replace(_config(args, transport, settings), trust=not args.no_trust))
     if transport == "stdio":
-        anyio.run(serve_stdio, app.gateway, app.traces.run)
+        anyio.run(serve_stdio, app.gateway, app.background)
         return 0
-    options = HttpOptions(args.host, args.port, args.auth_token, tuple(args.allowed_host), args.json_response)
-    serve_http(app.gateway, options, background=app.traces.run, on_ready=lambda: _announce(app, args))
+    tokens = app.trust.tokens()
+    if not is_loopback(args.host) and not (args.auth_token or tokens):
+        print(f"fmos-mcp: refusing to listen on {args.host} without a token: pass --auth-token, set FMOS_AUTH_TOKEN "
+              "or issue tokens with `fmos-mcp token add` (only loopback addresses may go without one)", file=sys.stderr)
+        return 2
+    options = HttpOptions(args.host, args.port, args.auth_token, tuple(args.allowed_host), args.json_response, tokens)
+    serve_http(app.gateway, options, background=app.background, on_ready=lambda: _announce(app, args))
     return 0
 
 
@@ -189,7 +225,8 @@ def _probe(args: argparse.Namespace) -> tuple[App, DownstreamPool]:
     async def run() -> None:
         async with anyio.create_task_group() as tasks:
             await tasks.start(app.gateway.run)
-            result.append(await app.gateway.pool_for(PoolKey(args.tenant, HostCapabilities())))
+            tenant = app.gateway.face.default_identity.tenant
+            result.append(await app.gateway.pool_for(PoolKey(tenant, HostCapabilities())))
             tasks.cancel_scope.cancel()
 
     anyio.run(run)
@@ -218,26 +255,49 @@ def _servers(args: argparse.Namespace) -> int:
 
 
 def _tools(args: argparse.Namespace) -> int:
+    if args.action == "approve":
+        if not args.tool:
+            print("fmos-mcp: tools approve needs the tool's name", file=sys.stderr)
+            return 2
+        config = _config(args)
+        return commands.tools_approve(args.tool, config.state_dir, config.servers_dir, args.by)
     app, pool = _probe(args)
-    catalog = pool.catalog
+    catalog, vetting = pool.catalog, app.trust.vetting
     rows: list[dict[str, Any]] = []
     for tool in catalog.lists["tools"]:
         route = catalog.tools[tool.name]
+        profile = vetting.profiles.get((route.server, route.target))
         rows.append({"name": tool.name, "server": route.server, "original": route.target, "status": "active",
-                     "description": (tool.description or "").split("\n")[0][:100]})
+                     **_trust_columns(profile), "description": (tool.description or "").split("\n")[0][:100]})
+    for q in vetting.quarantined.values():
+        profile = vetting.profiles.get((q.server, q.tool))
+        rows.append({"name": q.exposed, "server": q.server, "original": q.tool, "status": "quarantined",
+                     **_trust_columns(profile), "reason": q.reason, "findings": list(q.findings), "description": ""})
     for server, name in catalog.filtered:
         rows.append({"name": None, "server": server, "original": name, "status": "filtered", "description": ""})
     unavailable = [s.name for s in pool.servers.values() if s.state not in (ServerState.UP, ServerState.DISABLED)]
     if args.json:
         print(json.dumps({"tools": rows, "conflicts": catalog.conflicts, "unavailable_servers": unavailable,
-                          "config_errors": [str(e) for e in app.errors]}, indent=2))
+                          "config_errors": [str(e) for e in app.errors],
+                          "policy_errors": [str(e) for e in app.trust.policies.errors]}, indent=2))
     else:
-        _table(rows, ["name", "server", "status", "description"])
+        _table(rows, ["name", "server", "status", "class", "path", "description"])
         for conflict in catalog.conflicts:
             print(f"conflict: {conflict}")
+        for q in vetting.quarantined.values():
+            print(f"quarantined: {q.exposed} ({q.reason}): "
+                  + "; ".join(f"{f['detector']}/{f['kind']} in {f['where']}" for f in q.findings[:3])
+                  + f"\n  release with: fmos-mcp tools approve {q.exposed}")
         for name in unavailable:
             print(f"server '{name}' is unavailable; its tools are not listed (see `fmos-mcp servers`)")
     return 0
+
+
+def _trust_columns(profile: Any) -> dict[str, Any]:
+    if profile is None:
+        return {}
+    return {**profile.classification.as_json(), "path": "fast" if profile.fast else "trust",
+            "rules": [r.id for r in profile.rules] + [j.id for j in profile.judges] + [lim.id for lim in profile.limits]}
 
 
 # ----------------------------------------------------------------------------- hosts
@@ -310,6 +370,28 @@ def _trace(args: argparse.Namespace) -> int:
         row["traps"] = ",".join(t["decision"] for t in row["traps"]) or ""
     _table(rows, ["time", "tenant", "method", "server", "name", "ms", "outcome", "traps", "error"])
     return 0
+
+
+# ----------------------------------------------------------------------------- trust plane
+
+def _policy(args: argparse.Namespace) -> int:
+    config_home = paths.user_config_dir()
+    return commands.policy_check(args.directory or paths.default_dir("policies", config_home))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or paths.user_state_dir()
+    if not (state_dir / "fmos.sqlite3").exists():
+        print(f"no state database in {state_dir} yet: run `fmos-mcp serve` first", file=sys.stderr)
+        return 1
+    if args.audit_command == "verify":
+        return commands.audit_verify(state_dir)
+    return commands.audit_show(state_dir, args.last, args.tenant, args.json)
+
+
+def _token(args: argparse.Namespace) -> int:
+    policies = args.policies_dir or paths.default_dir("policies", paths.user_config_dir())
+    return commands.token_add(args.file or policies / "tokens.yaml", args.tenant, args.roles, args.name)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -162,8 +162,11 @@ class RecordingHost:
 # ----------------------------------------------------------------------------- gateways
 
 def gateway_command(servers_dir: Path, state_dir: Path, *extra: str) -> list[str]:
+    """Policies come from beside servers.d (usually absent: built-in defaults), never from the repository's
+    own policies/, unless a test passes --policies-dir."""
+    policies = [] if "--policies-dir" in extra else ["--policies-dir", str(servers_dir.parent / "policies")]
     return ["-m", "fmos_mcp", "serve", "--servers-dir", str(servers_dir), "--state-dir", str(state_dir),
-            "--log-level", os.environ.get("FMOS_TEST_LOG_LEVEL", "warning"), *extra]
+            "--log-level", os.environ.get("FMOS_TEST_LOG_LEVEL", "warning"), *policies, *extra]
 
 
 @asynccontextmanager
@@ -252,16 +255,18 @@ async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = 20.0,
 
 @asynccontextmanager
 async def inproc_gateway(
-    servers_dir: Path, state_dir: Path, mode: str, *, settings: Any = None, interceptors: Any = (), **client_kwargs: Any
+    servers_dir: Path, state_dir: Path, mode: str, *, settings: Any = None, interceptors: Any = (),
+    policies_dir: Path | None = None, trust: bool = True, roles: tuple[str, ...] | None = None, **client_kwargs: Any
 ) -> AsyncIterator[tuple[Any, Client]]:
     """The whole gateway in this process (real downstream processes), for tests that look inside it."""
     from fmos_mcp.app import AppConfig, build
     from fmos_mcp.gateway.core import GatewaySettings
 
-    app = build(AppConfig(servers_dir, servers_dir.parent / "policies", state_dir, settings=settings or GatewaySettings()))
+    policies = policies_dir or servers_dir.parent / "policies"
+    app = build(AppConfig(servers_dir, policies, state_dir, settings=settings or GatewaySettings(), trust=trust, roles=roles))
     app.gateway.interceptors.extend(interceptors)
     async with anyio.create_task_group() as tasks:
-        await tasks.start(app.traces.run)
+        await tasks.start(app.background)
         await tasks.start(app.gateway.run)
         async with Client(app.gateway.face.server, mode=mode, **client_kwargs) as client:
             yield app, client

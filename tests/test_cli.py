@@ -29,7 +29,7 @@ def test_servers_reports_status_era_tool_count_and_last_error(tmp_path: Path) ->
     run = fmos("servers", "--json", "--servers-dir", str(servers), "--state-dir", str(tmp_path / "state"), "--timeout", "20")
     report = {s["name"]: s for s in json.loads(run.stdout)["servers"]}
     assert run.returncode == 1  # one server is down
-    assert report["infra"]["status"] == "up" and report["infra"]["era"] == "2026-07-28" and report["infra"]["tools"] == 11
+    assert report["infra"]["status"] == "up" and report["infra"]["era"] == "2026-07-28" and report["infra"]["tools"] == 15
     assert report["faulty"]["status"] == "up" and report["faulty"]["era"] == "2025-06-18" and report["faulty"]["tools"] == 14
     assert report["ghost"]["status"] == "down" and "no-such-binary-fmos' was not found" in report["ghost"]["last_error"]
     assert report["off"]["status"] == "disabled"
@@ -40,14 +40,14 @@ def test_servers_reports_status_era_tool_count_and_last_error(tmp_path: Path) ->
 
 def test_tools_lists_every_aggregated_tool_with_its_server_and_status(tmp_path: Path) -> None:
     servers = write_servers(tmp_path / "servers.d", {
-        "infra": infra(tools={"deny": ["run_command", "rotate_*"]}),
+        "infra": infra(tools={"deny": ["exec_on_node", "rotate_*"]}),
         "plain": fault(prefix=False),
     })
     run = fmos("tools", "--json", "--servers-dir", str(servers), "--state-dir", str(tmp_path / "state"))
     report = json.loads(run.stdout)
     tools = {(t["server"], t["original"]): t for t in report["tools"]}
     assert tools[("infra", "get_node")]["name"] == "infra__get_node" and tools[("infra", "get_node")]["status"] == "active"
-    assert tools[("infra", "run_command")]["status"] == "filtered"
+    assert tools[("infra", "exec_on_node")]["status"] == "filtered"
     assert tools[("infra", "rotate_credentials")]["status"] == "filtered"
     assert tools[("plain", "ok")]["name"] == "ok"  # prefix: false
     assert run.returncode == 0

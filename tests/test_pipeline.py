@@ -34,7 +34,7 @@ class DenyRunCommand:
     name = "deny-run-command"
 
     async def __call__(self, request: MediatedRequest, call_next: CallNext) -> Any:
-        if request.method == "tools/call" and request.target == "run_command":
+        if request.method == "tools/call" and request.target == "exec_on_node":
             request.trail.append(TrapRecord(TrapKind.TRUST, self.name, "deny", reason="exec is not allowed"))
             return types.CallToolResult(content=[types.TextContent(type="text", text="denied: exec")], is_error=True)
         return await call_next(request)
@@ -56,10 +56,10 @@ async def test_interceptors_run_in_order_can_change_answer_and_are_traced(tmp_pa
     servers = write_servers(tmp_path / "servers.d", {"infra": infra()})
     seen: list[str] = []
     chain = [Recorder("outer", seen), DenyRunCommand(), PinNode(), Recorder("inner", seen)]
-    async with inproc_gateway(servers, tmp_path / "state", mode, interceptors=chain) as (app, client):
+    async with inproc_gateway(servers, tmp_path / "state", mode, interceptors=chain, trust=False) as (app, client):
         node = await client.call_tool("infra__get_node", {"name": "web-1"})
         assert node.structured_content["name"] == "db-1"  # PinNode rewrote the arguments
-        denied = await client.call_tool("infra__run_command", {"node": "web-1", "command": "rm -rf /"})
+        denied = await client.call_tool("infra__exec_on_node", {"node": "web-1", "command": "rm -rf /"})
         assert denied.is_error and text_of(denied) == "denied: exec"
         await app.traces.flush()
         rows = app.traces.recent(10)
@@ -70,7 +70,7 @@ async def test_interceptors_run_in_order_can_change_answer_and_are_traced(tmp_pa
     by_name = {r["name"]: r for r in rows if r["method"] == "tools/call"}
     assert by_name["infra__get_node"]["outcome"] == "ok" and by_name["infra__get_node"]["server"] == "infra"
     assert by_name["infra__get_node"]["result_bytes"] > 0 and by_name["infra__get_node"]["arg_bytes"] > 0
-    denied_row = by_name["infra__run_command"]
+    denied_row = by_name["infra__exec_on_node"]
     assert denied_row["outcome"] == "denied"
     assert denied_row["traps"] == [{"kind": "trust", "service": "deny-run-command", "decision": "deny",
                                     "reason": "exec is not allowed"}]

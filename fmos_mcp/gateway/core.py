@@ -12,7 +12,7 @@ from mcp_types import INTERNAL_ERROR
 
 from fmos_mcp import logs
 from fmos_mcp.config import ServerSpec
-from fmos_mcp.gateway.pool import DownstreamPool, PoolKey
+from fmos_mcp.gateway.pool import CatalogTransform, DownstreamPool, PoolKey
 from fmos_mcp.gateway.upstream import Identity, UpstreamFace
 from fmos_mcp.traps.pipeline import Interceptor
 
@@ -39,8 +39,10 @@ class Gateway:
         *,
         default_identity: Identity = Identity("local"),
         transport: str = "stdio",
+        transforms: Sequence[CatalogTransform] = (),
     ) -> None:
         self.specs = list(servers)
+        self.transforms = list(transforms)
         self.interceptors = list(interceptors)
         self.settings = settings or GatewaySettings()
         self.pools: dict[PoolKey, DownstreamPool] = {}
@@ -93,13 +95,18 @@ class Gateway:
         settings = self.settings
         pool = DownstreamPool(
             key, self.specs, self.interceptors, self.face, page_size=settings.page_size,
-            connect_timeout=settings.connect_timeout, backoff_max=settings.backoff_max,
+            connect_timeout=settings.connect_timeout, backoff_max=settings.backoff_max, transforms=self.transforms,
         )
         await self._tasks.start(pool.run)
         self.pools[key] = pool
         log.info("pool started", pool=key.label(), servers=len(pool.servers))
         await pool.wait_ready(settings.startup_grace)
         return pool
+
+    def refresh_catalogs(self) -> None:
+        """Rebuild every pool's catalog (an operator approved a tool, say) and tell hosts what changed."""
+        for pool in self.pools.values():
+            pool.server_changed()
 
     def _in_use(self, pool: DownstreamPool) -> bool:
         return pool.streams > 0 or self.face.has_hosts(pool.key)

@@ -6,15 +6,18 @@ check runs before the MCP transports see the request, and failures are plain 401
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -51,24 +54,43 @@ def transport_security(host: str, extra_hosts: Sequence[str] = ()) -> TransportS
 
 
 class BearerGuard:
-    """Checks the token (constant time), then tags the ASGI scope with who is calling and over what."""
+    """Checks the token, then tags the ASGI scope with who is calling (tenant, roles) and over what.
 
-    def __init__(self, app: ASGIApp, transport: str, token: str | None, identity: Identity):
+    `token` (--auth-token) acts as the default identity; `tokens` maps SHA-256 digests of issued tokens to
+    their tenant and roles. The authenticated principal is the token's digest, so an SSE session can only
+    be used with the token that opened it (the SDK checks `scope["user"]`)."""
+
+    def __init__(self, app: ASGIApp, transport: str, token: str | None, identity: Identity,
+                 tokens: Mapping[str, Identity] | None = None):
         self.app, self.transport, self.token, self.identity = app, transport, token, identity
+        self.tokens = dict(tokens or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is not None:
+        identity = self.identity
+        if self.token is not None or self.tokens:
             presented = _bearer(scope)
-            if presented is None or not hmac.compare_digest(presented.encode(), self.token.encode()):
+            found = self._identify(presented) if presented else None
+            if found is None:
                 response = JSONResponse(
                     {"error": "unauthorized", "detail": "a valid 'Authorization: Bearer <token>' header is required"},
                     status_code=401, headers={"WWW-Authenticate": 'Bearer realm="fmos-mcp"'},
                 )
                 await response(scope, receive, send)
                 return
-        scope[IDENTITY_SCOPE_KEY] = self.identity
+            identity, digest = found
+            scope["user"] = AuthenticatedUser(AccessToken(token=digest, client_id=digest, scopes=list(identity.roles)))
+        scope[IDENTITY_SCOPE_KEY] = identity
         scope[TRANSPORT_SCOPE_KEY] = self.transport
         await self.app(scope, receive, send)
+
+    def _identify(self, presented: str) -> tuple[Identity, str] | None:
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        if self.token is not None and hmac.compare_digest(presented.encode(), self.token.encode()):
+            return self.identity, digest
+        for known, identity in self.tokens.items():  # constant time per entry; the table is small
+            if hmac.compare_digest(known, digest):
+                return identity, digest
+        return None
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -96,6 +118,7 @@ class HttpOptions:
     auth_token: str | None = None
     allowed_hosts: Sequence[str] = ()
     json_response: bool = False
+    tokens: Mapping[str, Identity] = field(default_factory=dict)  # sha256(token) -> identity
 
 
 def build_app(gateway: Gateway, options: HttpOptions, lifespan_extra: Any = None) -> Starlette:
@@ -107,7 +130,7 @@ def build_app(gateway: Gateway, options: HttpOptions, lifespan_extra: Any = None
     identity = gateway.face.default_identity
 
     def guard(app: ASGIApp, transport: str) -> ASGIApp:
-        return BearerGuard(app, transport, options.auth_token, identity)
+        return BearerGuard(app, transport, options.auth_token, identity, options.tokens)
 
     async def health(_request: Any) -> JSONResponse:
         return JSONResponse({"status": "ok"})  # public: says nothing about servers or tenants

@@ -8,7 +8,7 @@ what its hosts can answer, so a host without sampling never receives sampling re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,6 +45,10 @@ class PoolKey:
         return f"{self.tenant}/{self.capabilities.label()}"
 
 
+# Reshapes what servers offer before it becomes the catalog (the trust plane holds back quarantined tools).
+CatalogTransform = Callable[[list[ServerListing]], list[ServerListing]]
+
+
 class HostNotifier(Protocol):
     """The upstream face, as far as a pool needs it: tell this pool's hosts about changes."""
 
@@ -68,8 +72,10 @@ class DownstreamPool:
         page_size: int = 500,
         connect_timeout: float = 30.0,
         backoff_max: float = 30.0,
+        transforms: Sequence[CatalogTransform] = (),
     ) -> None:
         self.key = key
+        self.transforms = tuple(transforms)
         self.notifier = notifier
         self.page_size = page_size
         self.servers = {
@@ -112,7 +118,8 @@ class DownstreamPool:
 
     # ----------------------------------------------------------------- catalog
 
-    def server_changed(self, server: DownstreamServer) -> None:
+    def server_changed(self, server: DownstreamServer | None = None) -> None:
+        """Rebuild the catalog soon (a server changed, or what a transform decides did)."""
         self._changed.set()
 
     async def _rebuild_loop(self) -> None:
@@ -134,6 +141,8 @@ class DownstreamPool:
             for s in self.servers.values()
             if s.state is ServerState.UP
         ]
+        for transform in self.transforms:
+            listings = transform(listings)
         before = self.catalog.snapshot()
         catalog = build_catalog(self.catalog.version + 1, listings)
         after = catalog.snapshot()

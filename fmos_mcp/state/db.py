@@ -30,8 +30,35 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS traces_tenant_ts ON traces (tenant, ts)")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """The trust plane: tool pins (approved definitions) and the hash-chained audit trail."""
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS tool_pins (
+            server TEXT NOT NULL, tool TEXT NOT NULL,
+            seen_hash TEXT NOT NULL, seen_definition TEXT NOT NULL, seen_at REAL NOT NULL,
+            approved_hash TEXT, approved_at REAL, approved_by TEXT,
+            findings TEXT,
+            PRIMARY KEY (server, tool)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS audit (
+            seq INTEGER PRIMARY KEY, ts REAL NOT NULL, record TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL
+        )
+        """
+    )
+    # Append only, as far as SQLite can say so; `audit verify` catches whoever drops these triggers.
+    db.execute("CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
+               "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END")
+    db.execute("CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
+               "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END")
+
+
 # Append only: a migration, once shipped, never changes.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 class StateDB:
@@ -39,6 +66,7 @@ class StateDB:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.path = directory / DB_FILE
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
         self.db = sqlite_utils.Database(conn)

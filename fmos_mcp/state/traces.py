@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from typing import Any
 
 import anyio
-import anyio.abc
-import anyio.to_thread
 from mcp.shared.exceptions import MCPError
 
-from fmos_mcp import logs
+from fmos_mcp.state.batch import BatchWriter
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.traps.pipeline import CallNext
 from fmos_mcp.traps.request import MediatedRequest
 from fmos_mcp.traps.sizes import content_bytes, json_bytes
-
-log = logs.get("fmos.traces")
 
 COLUMNS = (
     "ts", "session", "tenant", "transport", "era", "direction", "method", "server", "name",
@@ -31,41 +26,13 @@ class TraceStore:
 
     def __init__(self, db: StateDB, *, batch: int = 512, interval: float = 0.25, max_pending: int = 100_000):
         self.db = db
-        self.batch = batch
-        self.interval = interval
-        self._pending: deque[tuple[Any, ...]] = deque(maxlen=max_pending)
-        self._lock = anyio.Lock()
-        self.dropped = 0
+        self.writer = BatchWriter("traces", self._write, batch=batch, interval=interval, max_pending=max_pending)
+        self.run = self.writer.run
+        self.flush = self.writer.flush
 
     def record(self, request: MediatedRequest, result: Any, outcome: str, error: str | None) -> None:
         """O(1) on the request path: sizes and the row itself are computed by the writer, off the loop."""
-        if len(self._pending) == self._pending.maxlen:
-            self.dropped += 1  # the database is stuck; keep the newest rows rather than grow without bound
-        self._pending.append((request, result, outcome, error, time.time(), time.perf_counter()))
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        try:
-            while True:
-                await anyio.sleep(self.interval)
-                await self.flush()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.flush()
-
-    async def flush(self) -> None:
-        async with self._lock:
-            while self._pending:
-                rows = [self._pending.popleft() for _ in range(min(self.batch, len(self._pending)))]
-                try:
-                    await anyio.to_thread.run_sync(self._write, rows)
-                except Exception as exc:  # a full disk must not take the gateway down
-                    log.error("trace write failed; will retry", error=str(exc), rows=len(rows))
-                    self._pending.extendleft(reversed(rows))  # kept, in order, for the next flush
-                    return
-            if self.dropped:
-                log.warning("trace rows dropped while the database lagged", dropped=self.dropped)
-                self.dropped = 0
+        self.writer.record((request, result, outcome, error, time.time(), time.perf_counter()))
 
     def _write(self, records: list[tuple[Any, ...]]) -> None:
         rows = [_row(*record) for record in records]

@@ -1,0 +1,1 @@
+"""The trust plane: privilege classes, policies, detectors, approvals, judges and the audit chain."""

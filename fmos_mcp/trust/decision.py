@@ -1,0 +1,38 @@
+"""A trust decision and how a blocked call looks to the host: `isError` with `_meta["fmos/decision"]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mcp_types as types
+
+DECISION_META = "fmos/decision"
+# Most restrictive first: when several rules match, the first effect in this list wins.
+PRECEDENCE = ("deny", "require_approval", "allow", "log")
+
+
+@dataclass
+class Decision:
+    action: str  # allow | deny | require_approval | log
+    rule: str  # rule id, "detector:<name>", "limit:<id>", "judge:<id>", "default:<class>"
+    reason: str
+    path: str = "slow"  # fast | slow
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    judge: dict[str, Any] | None = None
+    approval_ttl: float | None = None
+    approval_scope: str = "call"
+
+    def meta(self) -> dict[str, Any]:
+        return {"action": self.action, "trap": "trust", "rule": self.rule, "reason": self.reason}
+
+
+def blocked(decision: Decision, tool: str) -> types.CallToolResult:
+    text = (f"fmos-mcp blocked the call to '{tool}': {decision.reason} (rule {decision.rule}). "
+            "Do not retry the same call; tell the user what was blocked and why, or choose a different action.")
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True,
+                                meta={DECISION_META: decision.meta()})
+
+
+def stricter(a: str, b: str) -> str:
+    return a if PRECEDENCE.index(a) <= PRECEDENCE.index(b) else b
