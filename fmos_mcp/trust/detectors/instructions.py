@@ -9,6 +9,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 from fmos_mcp.trust.detectors.findings import excerpt
 
@@ -24,7 +25,7 @@ HIDDEN = re.compile(
 _PICTO = "\U0001F000-\U0001FAFF\u2600-\u27BF\u2300-\u23FF\u2B00-\u2BFF"
 _JOINER_OK = re.compile(f"(?<=[{_PICTO}\ufe0f\U0001F3FB-\U0001F3FF\u0590-\u1fff\ua800-\uabff])[\u200c\u200d]"
                         f"(?=[{_PICTO}\u0590-\u1fff\ua800-\uabff])")
-_PRESENTATION_OK = re.compile("(?<=[^\ufe00-\ufe0f\U000e0100-\U000e01ef\s])[\ufe0e\ufe0f](?![\ufe00-\ufe0f])")
+_PRESENTATION_OK = re.compile("(?<=[^\ufe00-\ufe0f\U000e0100-\U000e01ef\\s])[\ufe0e\ufe0f](?![\ufe00-\ufe0f])")
 _SOFT_HYPHEN_RUN = 3  # from this many soft hyphens on, they are breaking words up rather than hyphenating
 
 _I = re.IGNORECASE
@@ -32,7 +33,10 @@ DIRECTIVES: list[tuple[str, re.Pattern[str]]] = [
     ("override", re.compile(
         r"\b(?:ignore|disregard|forget|bypass|override|skip)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|all|any|"
         r"other|system|safety|security|tool)\b[^.\n]{0,30}?\b(?:instructions?|descriptions?|rules?|prompts?|"
-        r"guidelines?|restrictions?|safeguards?|checks?|policies|policy)\b", _I)),
+        r"guidelines?|restrictions?|safeguards?|checks?|policies|policy)\b"
+        # someone else's instructions set aside: "disregard the operator's instructions", "forget what the user asked"
+        r"|\b(?:ignore|disregard|forget)\s+(?:(?:the|your|my|their|his|her|all|these|those)\s+)?(?:\w+(?:'s|s')?\s+){0,2}"
+        r"(?:instructions?|directions|orders|request|task|prompt)\b|\bforget\s+what\s+(?:the\s+)?(?:user|operator|you)\b", _I)),
     ("role-marker", re.compile(
         r"<\|?(?:im_start|im_end|system|assistant|user)\|?>|<\|(?:Assistant|User|System)\|>|^\s*(?:system|assistant)\s*:"
         r"|\[/?(?:INST|SYS)\]|<</?SYS>>", _I | re.M)),
@@ -53,7 +57,8 @@ DIRECTIVES: list[tuple[str, re.Pattern[str]]] = [
         r"[^.\n]{0,60}\b(?:you\s+)?(?:must|should|need|first|always|read|call|send|include|pass)\b", _I)),
     ("new-instructions", re.compile(
         r"\b(?:new|updated|real|actual|your\s+(?:next|new|real))\s+(?:instructions?|task|orders|directive|system\s+prompt)\b"
-        r"|\byou\s+are\s+now\b|\bfrom\s+now\s+on\b|\b(?:debug|developer|admin|god)\s+mode\b|\bsystem\s+prompt\b"
+        r"|\byou\s+are\s+now\b|\bfrom\s+now\s+on\b|\b(?:debug|developer|admin|god)\s+mode\b"
+        r"|\b(?:reveal|print|show|repeat|output|leak|ignore|override|replace|new|updated)\s+(?:your\s+|the\s+)?system\s+prompt\b"
         r"|\b(?:restrictions?|safeguards?|safety\s+checks?)\s+(?:are|have\s+been)\s+(?:lifted|disabled|removed|suspended)\b"
         r"|\bemergency\s+override\b|\bauthori[sz](?:ing|ed)\s+you\s+to\b", _I)),
     ("sensitive-read", re.compile(
@@ -102,26 +107,71 @@ def directives(text: str) -> Iterator[tuple[str, str]]:
 
 def encoded(text: str) -> Iterator[tuple[str, str]]:
     """Long base64 or hex runs that decode to readable text: a payload hidden from a human reviewer."""
+    for decoded in decoded_payloads(text):
+        yield "encoded-payload", excerpt(decoded, 0, 0)
+        return
+
+
+def decoded_payloads(text: str) -> Iterator[str]:
+    """The readable texts that base64 (whole or cut into parts) and hex runs in the text decode to."""
     for match in _B64.finditer(text):
         decoded = _decode_b64(match.group())
         if decoded and _readable(decoded):
-            yield "encoded-payload", excerpt(decoded, 0, 0)
-            return
+            yield decoded
     for match in _B64_CHUNKS.finditer(text):
         joined = re.sub(r"[ \t\r\n,;|.]+", "", match.group())
         if len(joined) >= 24 and re.search(r"[A-Z]", joined) and re.search(r"[a-z]", joined) and re.search(r"\d", joined):
             decoded = _decode_b64(joined)
             if decoded and _readable(decoded):
-                yield "encoded-payload", excerpt(decoded, 0, 0)
-                return
+                yield decoded
     for match in _HEX.finditer(text):
         try:
             decoded = bytes.fromhex(match.group()).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             continue
         if _readable(decoded):
-            yield "encoded-payload", excerpt(decoded, 0, 0)
-            return
+            yield decoded
+
+
+_PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,12}){3,}")
+
+
+def percent_decoded(text: str) -> str | None:
+    """The text with URL escapes (%20, %3A...) decoded, when it has runs of them: the same words, hidden from a
+    reader and from patterns that look for them spelled out."""
+    if "%" not in text or not _PERCENT.search(text):
+        return None
+    decoded = unquote(text)
+    return decoded if decoded != text else None
+
+
+_COMMON = frozenset({
+    "the", "and", "to", "of", "a", "in", "is", "it", "you", "your", "this", "that", "with", "for", "on", "be",
+    "as", "are", "or", "from", "by", "at", "file", "all", "before", "after", "then", "use", "call", "read",
+    "send", "tool", "tools", "any", "every", "user", "data",
+})
+_ROT13 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+                       "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm")
+
+
+def rot13_decoded(text: str) -> str | None:
+    """A passage that reads as English only in ROT13 (common words appear after rotation, not before): the
+    rotated passage, else None."""
+    for chunk in re.split(r"(?<=[.!?:;])\s+|\n+", text):
+        words = re.findall(r"[A-Za-z]+", chunk)
+        if len(words) < 5:
+            continue
+        plain = sum(w.lower() in _COMMON for w in words)
+        rotated = chunk.translate(_ROT13)
+        turned = sum(w.lower() in _COMMON for w in re.findall(r"[A-Za-z]+", rotated))
+        if turned >= 3 and turned >= 2 * plain + 2:
+            return rotated
+    return None
+
+
+def unquote_runs(text: str) -> str:
+    """Only the parts of the text written in URL escapes, decoded."""
+    return " ".join(unquote(m.group()) for m in _PERCENT.finditer(text))
 
 
 def _decode_b64(token: str) -> str | None:

@@ -14,6 +14,7 @@ from fmos_mcp.trust.detectors import instructions as ins
 from fmos_mcp.trust.detectors.findings import Finding, excerpt
 
 THRESHOLD = 3
+MAX_TEXT = 32_768  # characters of one description or schema string
 _WEIGHTS = {"addressed-to-model": 1, "precondition": 1, "tool-steering": 2}
 _I, _M = re.IGNORECASE, re.MULTILINE
 # Signals particular to tool definitions. A definition describes a tool to the model; text that instead
@@ -27,7 +28,23 @@ DEFINITION_SIGNALS: list[tuple[str, int, re.Pattern[str]]] = [
         r"\b(?:note|message|instructions?|reminder|hint|memo|directive)\s+(?:for|to)\s+(?:the\s+|any\s+|all\s+)?"
         r"(?:assistant|ai|model|llm|agent|bot|copilot)s?\b"
         r"|(?:^|<!--|[\[({\n]|[.!?;]\s)\s*(?:assistant|ai\s+agent|agent|model|llm)\s*:\s*[A-Za-z]"
-        r"|(?:^|[.!?]\s+|\n|<!--\s*)(?:user|human)\s*:\s+(?:I\b|please\b|(?:every|each|also|always|now)\b)", _I | _M)),
+        r"|(?:^|[.!?]\s+|\n|<!--\s*)(?:user|human)\s*:\s+(?:I\b|please\b|(?:every|each|also|always|now)\b)"
+        # what the model is expected to do, said about it: "it expects the agent to ...", "requires the AI to ..."
+        r"|\b(?:expects?|requires?|needs?|wants?|asks?|instructs?|tells?|directs?)\s+(?:the\s+|an?\s+|any\s+|your\s+)?"
+        r"(?:agent|assistant|model|ai|llm|bot)\s+to\b", _I | _M)),
+    ("agent-subject", 1, re.compile(  # the reader named as the one acting: "agents get better results if they ..."
+        r"\b(?:agents?|assistants?|(?:language\s+)?models?|LLMs?|AIs?|AI\s+systems?|bots?)\s+(?:should|must|shall|need\s+to|"
+        r"have\s+to|get|will\s+get|are\s+(?:expected|required|asked)\s+to)\b|\bif\s+(?:the\s+)?(?:agents?|assistants?|models?)\s+"
+        r"\w+", _I)),
+    # a chat message written into a definition: {"role": "system", "content": ...}
+    ("role-marker", 3, re.compile(r"[\"']role[\"']\s*:\s*[\"'](?:system|developer|assistant|user|tool)[\"']", _I)),
+    # text pushed out of sight: long runs of blank space with more text after them
+    ("padding", 2, re.compile(r"(?:[ \t\u00a0]{40,}|(?:[ \t]*\n){8,})[ \t\n]*\S")),
+    # markdown that makes the client fetch a URL built from data: ![x](https://host/p.png?d=DATA)
+    ("render-exfiltration", 3, re.compile(
+        r"!?\[[^\]\n]{0,80}\]\(\s*https?://[^)\s]*[?&][\w.-]+=(?:[A-Z_]{3,}|\{[^}]*\}|<[^>]*>|\$\w+|%s)[^)]*\)"
+        r"|\b(?:add|include|append|insert|embed|render|put)\b[^.\n]{0,40}\b(?:image|img|link|url|markdown|pixel)\b[^.\n]{0,80}"
+        r"\bhttps?://", _I)),
     # when the side task runs: tied to using this (or any) tool, to an error, to answering
     ("usage-trigger", 1, re.compile(
         r"\b(?:every|each)\s+(?:time|invocation|call|use|request)\s+(?:you|of|this|the|it)\b"
@@ -36,7 +53,11 @@ DEFINITION_SIGNALS: list[tuple[str, int, re.Pattern[str]]] = [
         r"answering|responding|replying|returning)\b"
         r"|\bwhen\s+(?:this|the)\s+tool\s+is\s+(?:selected|called|used|invoked|run)\b"
         r"|\bon\s+(?:its\s+)?(?:first|every)\s+(?:use|call|run)\b|\bwhen\s+that\s+happens\b"
-        r"|\bif\s+(?:you\s+see|it\s+returns|the\s+call\s+fails)\b", _I)),
+        r"|\bif\s+(?:you\s+see|it\s+returns|the\s+call\s+fails)\b"
+        r"|\b(?:after|when|once|upon)\s+(?:you\s+)?(?:receive|receiving|get|getting|see|seeing|read|reading)\s+(?:this|the)\s+"
+        r"(?:value|result|output|response|field|data)\b|\bbeforehand\b"
+        r"|\bbefore\s+(?:you\s+)?(?:continue|continuing|proceed|proceeding|answer|answering|respond|reply|do(?:ing)?\s+anything)\b"
+        r"|\bfor\s+each\s+(?:tag|item|entry|value|element|result|call|request)\b", _I)),
     # keeping it from the user
     ("concealment", 3, re.compile(
         r"\b(?:do\s+not|don'?t|never|must\s+not|should\s+not|need\s+not|no\s+need\s+to)\s+(?:be\s+)?"
@@ -55,16 +76,31 @@ DEFINITION_SIGNALS: list[tuple[str, int, re.Pattern[str]]] = [
         r"|\b(?:required|needed|necessary|mandatory)\s+for\s+(?:the\s+|this\s+)?(?:call|tool|request|function|it)\s+"
         r"to\s+(?:succeed|work|function)"
         r"|\b(?:fails?|errors?|returns?\s+(?:an\s+)?error)\b[^.\n]{0,40}\bunless\b|\bmust\s+be\s+accompanied\b"
-        r"|\b(?:compliance|mandatory)\s+(?:requirement|step)\b|\bone\s+extra\s+step\b", _I)),
+        r"|\b(?:compliance|mandatory)\s+(?:requirement|step)\b|\bone\s+extra\s+step\b"
+        r"|\bonce\s+(?:that|this|it|these|those)\s+(?:is|are|has\s+been|have\s+been)\s+(?:done|complete|completed|finished)\b",
+        _I)),
+    # an action with consequences outside the tool: money, code review, installs, account settings, deletion
+    ("high-risk-action", 1, re.compile(
+        r"\b(?:transfer|wire|send|pay|move)\s+(?:\$|€|£)?\d[\d,.]*\s*(?:usd|eur|gbp|dollars?|euros?|btc|eth)?\b"
+        r"|\b(?:iban|swift|bic|routing\s+number|wallet\s+address|account\s+number)\b"
+        r"|\b(?:approve|merge)\b[^.\n]{0,30}\b(?:pull\s+requests?|prs?|merge\s+requests?|changes)\b"
+        r"|\b(?:download|curl|wget|fetch)\b[^.\n]{0,80}\b(?:install|run|execute|pipe|source)\b"
+        r"|\b(?:pip|npm|gem|apt(?:-get)?|brew)\s+install\b"
+        r"|\b(?:change|reset|update|replace)\s+(?:the\s+)?(?:\w+'s\s+)?(?:account'?s?\s+)?(?:recovery\s+)?"
+        r"(?:e-?mail(?:\s+address)?|password|phone\s+number|2fa|mfa|recovery\s+\w+)\b"
+        r"|\b(?:grant|share|invite|add)\b[^.\n]{0,30}\b(?:access|permission|collaborator|owner|admin)\b"
+        r"|\b(?:delete|remove|wipe|erase|destroy|drop|truncate|purge)\s+(?:the\s+|all\s+|every\s+)?\w+", _I)),
     # markup a renderer hides or a model reads as authority
     ("html-comment", 2, re.compile(r"<!--(?:(?!-->)[\s\S]){0,2000}?[A-Za-z]{3,}\s+[A-Za-z]{2,}[\s\S]*?-->")),
     ("authority-marker", 3, re.compile(  # a role or authority label in brackets: [SYSTEM] ... [/SYSTEM], {{admin}}
         r"\[\s*/?\s*(?:system|admin|administrator|assistant|developer|override|root|sudo)\s*\]|#{2,}\s*(?:system|admin|"
         r"override)\b|\{\{\s*#?\s*(?:system|instructions?|admin)\s*\}\}", _I)),
     ("authority-marker", 2, re.compile(  # emphasis or priority claimed by markup: [IMPORTANT], <x priority="critical">
-        r"\[\s*/?\s*(?:important|instructions?|priority|critical|urgent)\s*\]|#{2,}\s*(?:instructions?|important)\b"
+        r"\[\s*!?\s*/?\s*(?:important|instructions?|priority|critical|urgent|warning|caution)\s*\]"
+        r"|#{2,}\s*(?:instructions?|important)\b"
         r"|<[A-Za-z][\w:-]*\s[^<>]*\b(?:priority|importance|level|role|authority|severity)\s*=\s*[\"']?(?:critical|high|"
         r"urgent|highest|max(?:imum)?|system|admin|override)\b", _I)),
+    ("collapsed-content", 2, re.compile(r"<details\b[^>]*>[\s\S]{0,2000}?</details\s*>", _I)),  # folded out of sight
     ("markup-block", 1, re.compile(  # a made-up tag around a sentence (HTML formatting tags do not count)
         r"<(?!(?:b|i|u|s|em|strong|code|pre|kbd|samp|var|a|p|br|hr|ul|ol|li|dl|dt|dd|table|thead|tbody|tr|td|th|span|div|"
         r"sup|sub|small|mark|h[1-6]|img|details|summary|blockquote|q|cite|abbr|del|ins)\b)([A-Za-z][\w:-]*)\b[^<>]*>"
@@ -80,7 +116,7 @@ DEFINITION_SIGNALS: list[tuple[str, int, re.Pattern[str]]] = [
         r"|\bprevious\s+messages\b", _I)),
     ("credential-grab", 2, re.compile(
         r"\b(?:read|cat|open|load|include|send|upload|attach|copy|pass|fetch|retrieve|collect|dump|print|reveal|"
-        r"extract|steal|exfiltrate|forward|call|invoke)\b[^.\n]{0,40}?\b(?:(?:stored|saved|user'?s?|all)\s+|"
+        r"extract|steal|exfiltrate|forward|call|invoke)\b[^.;\n]{0,40}?\b(?:(?:stored|saved|user'?s?|all)\s+|"
         r"[a-z]+[_-])?(?:credentials?|passwords?|passphrases?|api[\s_-]?keys?|access[\s_-]tokens?|private[\s_-]keys?|"
         r"ssh[\s_-]keys?|session[\s_-]cookies?|secrets)\b", _I)),
     ("key-material", 3, re.compile(r"\bssh-(?:rsa|ed25519|dss)\s+AAAA|\becdsa-sha2-nistp\d+\s+AAAA|\bauthorized_keys\b")),
@@ -115,7 +151,9 @@ DEFINITION_SIGNALS: list[tuple[str, int, re.Pattern[str]]] = [
 _REDIRECT = re.compile(
     r"\b(?:instead(?:\s+of)?|rather\s+than|do\s+not\s+use|don'?t\s+use|never\s+use|deprecated|obsolete|replaces?|"
     r"supersedes?|overrides?|takes?\s+precedence|whenever|when\s+\S+\s+is\s+(?:called|used|invoked)|"
-    r"(?:before|after)\s+(?:calling|using)|must\s+(?:also|always|first)|always|also\s+send|redirect)\b", re.I)
+    r"(?:before|after)\s+(?:calling|using)|must\s+(?:also|always|first)|always|also\s+send|redirect|retir(?:ed|ing)|"
+    r"sunset|discontinued|route|forward(?:ed)?\s+to\s+this|through\s+this\s+tool|in\s+place\s+of|handled\s+here|"
+    r"use\s+this\s+(?:tool|one)\s+(?:for|to|with))\b", re.I)
 _CONFUSABLE = str.maketrans({
     "0": "o", "1": "l", "|": "l", "!": "l", "3": "e", "5": "s", "@": "a", "$": "s",
     # Cyrillic
@@ -140,13 +178,15 @@ class ToolDef:
 
 
 _WEAK = {"addressed-to-model", "precondition", "usage-trigger", "false-dependency", "tool-steering", "label-prose",
-         "markup-block"}
+         "markup-block", "agent-subject"}
 WEAK_CAP = THRESHOLD - 1
 # Payload kinds that are the very purpose of a tool whose name says so.
 _ON_PURPOSE = {
     "process-kill": re.compile(r"\b(?:kill|terminate|process(?:es)?|pid|signal|stop)\b"),
     "credential-grab": re.compile(r"\b(?:credentials?|secrets?|passwords?|tokens?|keys?|vault|auth|login|apikey)\b"),
     "agent-data": re.compile(r"\b(?:chat|conversation|history|transcript|export|summari[sz]e|thread)\b"),
+    "high-risk-action": re.compile(r"\b(?:transfer|pay|payment|merge|approve|install|delete|remove|drop|purge|grant|share|"
+                                   r"invite|reset|update|change|download)\b"),
 }
 _SENTENCE = re.compile(r"[^\n]+?(?:[.!?](?=\s|$)|(?=\n)|$)")
 _EXAMPLE = re.compile(r"\be\.?g\.?(?=[\s,:])|\bfor\s+example\b|\bsuch\s+as\b|\bexamples?\b|\bi\.?e\.?(?=[\s,:])|\blike\b", re.I)
@@ -167,8 +207,39 @@ def _exfiltration(text: str) -> re.Match[str] | None:
     return None
 
 
+def _scan_text(text: str, where: str, own_words: str, add: Any) -> None:
+    """One text of a definition through every check; `add` keeps the heaviest finding per kind."""
+    for kind, snippet in ins.hidden(text):
+        add(kind, where, snippet, 3)
+    for kind, snippet in ins.directives(text):
+        add(kind, where, snippet, _WEIGHTS.get(kind, 3))
+    for kind, snippet in ins.encoded(text):
+        add(kind, where, snippet, 3)
+    endpoint = _exfiltration(text)
+    if endpoint is not None:
+        add("exfiltration-endpoint", where, excerpt(text, endpoint.start(), endpoint.end()), 3)
+    if _label(where) and len(text.split()) >= 6:  # a label (title, enum value, property name) that is a sentence
+        add("label-prose", where, text[:60], 1)
+    for kind, weight, pattern in DEFINITION_SIGNALS:
+        if kind in _ON_PURPOSE and _ON_PURPOSE[kind].search(own_words):
+            continue  # a process manager may talk about killing processes, a vault about secrets
+        for match in pattern.finditer(text):
+            add(kind, where, excerpt(text, match.start(), match.end()), weight)
+            if kind in _PAYLOAD and _CLAUSE_START.search(text[max(0, match.start() - 40):match.start()]):
+                add("imperative-payload", where, excerpt(text, match.start(), match.end()), 1)  # ordered, not described
+            break
+
+
+# Payload kinds, and where an imperative clause starts: a payload at the head of a clause is an order given to
+# the reader ("Terminate the process ...", "..., then create an account ..."), not a description of the tool.
+_PAYLOAD = {"credential-grab", "result-manipulation", "process-kill", "delegated-instructions", "privilege-grant",
+            "disable-protection", "bulk-destruction"}
+_CLAUSE_START = re.compile(
+    r"(?:^|[.!?;:>\n\u2014\[(\"'-]|,|\b(?:then|and|also|please|first|to|must|should|you|they|we))\W*$", re.I)
+
+
 # Kinds that are two readings of the same evidence: only the heaviest of a group counts.
-_GROUPS = {"precondition": "trigger", "usage-trigger": "trigger",
+_GROUPS = {"precondition": "trigger", "usage-trigger": "trigger", "agent-subject": "audience",
            "addressed-to-model": "audience", "audience": "audience", "hidden-tag": "markup", "html-comment": "markup",
            "authority-marker": "markup", "role-marker": "markup", "markup-block": "markup"}
 
@@ -188,24 +259,19 @@ def scan_definition(definition: Mapping[str, Any]) -> list[Finding]:
     if len(scripts) > 1:  # "pаypal" with a Cyrillic а: a name no one types, only one made to look like another
         add("mixed-script-name", "name", own.encode("unicode_escape").decode()[:80], 3)
     own_words = " ".join(re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", own)).lower()
-    for where, text in _texts(definition):
-        for kind, snippet in ins.hidden(text):
-            add(kind, where, snippet, 3)
-        for kind, snippet in ins.directives(text):
-            add(kind, where, snippet, _WEIGHTS.get(kind, 3))
-        for kind, snippet in ins.encoded(text):
-            add(kind, where, snippet, 3)
-        endpoint = _exfiltration(text)
-        if endpoint is not None:
-            add("exfiltration-endpoint", where, excerpt(text, endpoint.start(), endpoint.end()), 3)
-        if _label(where) and len(text.split()) >= 6:  # a label (title, enum value, property name) that is a sentence
-            add("label-prose", where, text[:60], 1)
-        for kind, weight, pattern in DEFINITION_SIGNALS:
-            if kind in _ON_PURPOSE and _ON_PURPOSE[kind].search(own_words):
-                continue  # a process manager may talk about killing processes, a vault about secrets
-            for match in pattern.finditer(text):
-                add(kind, where, excerpt(text, match.start(), match.end()), weight)
-                break
+    for where, original in _texts(definition):
+        if len(original) > MAX_TEXT:  # no description or schema text needs this much; scanning it would cost seconds
+            add("oversized-text", where, f"{len(original)} characters", 3)
+            original = original[:MAX_TEXT]
+        decoded = ins.percent_decoded(original)
+        for text in (original, decoded) if decoded else (original,):
+            _scan_text(text, where, own_words, add)
+        rotated = ins.rot13_decoded(original)
+        if rotated is not None:  # ROT13 prose: written to be unreadable at a glance
+            add("encoded-payload", where, excerpt(rotated, 0, 0), 3)
+            _scan_text(rotated, where, own_words, add)
+        if decoded and len(re.findall(r"[A-Za-z]{2,}", ins.unquote_runs(original))) >= 4:
+            add("escaped-text", where, excerpt(decoded, 0, 0), 1)  # prose written in URL escapes
     # Usage guidance looks like this too ("you must call get_schema before run_query, otherwise it fails"):
     # on their own, these weak kinds never reach the threshold, whatever their number.
     out, budget = [], WEAK_CAP
@@ -242,13 +308,14 @@ class ShadowIndex:
         mine = _canon(tool.name)
         skeleton = _skeleton(tool.name)
         for other in self.by_skeleton.get(skeleton, ()):
-            if other.server != tool.server and (_canon(other.name) != mine or _words(other.name) != _words(tool.name)):
+            if other.server != tool.server and (_canon(other.name) != mine or _moved_separator(other.name, tool.name)):
                 found.append(Finding("shadowing", "name-imitation", "name", f"{tool.name} imitates {other.server}/{other.name}"))
                 break
         else:
-            other = self._typosquatted(tool, skeleton)
+            other = self._typosquatted(tool, skeleton) or self._affixed(tool)
             if other is not None:
-                found.append(Finding("shadowing", "typosquat", "name", f"{tool.name} is one slip from {other.server}/{other.name}"))
+                kind = "typosquat" if other is not None and _canon(other.name) not in _canon(tool.name) else "name-affix"
+                found.append(Finding("shadowing", kind, "name", f"{tool.name} passes for {other.server}/{other.name}"))
         text = "\n".join(t for _, t in _texts(tool.definition) if not _.endswith(("type", "required")))
         redirect = _REDIRECT.search(text) is not None
         for token in set(self._TOKEN.findall(text)):
@@ -283,6 +350,26 @@ class ShadowIndex:
         return None
 
 
+    def _affixed(self, tool: ToolDef) -> ToolDef | None:
+        """Another server's distinctive tool under a claim of authority or novelty: read_file_v2,
+        official_read_file, files_read_file (its own server's name as a prefix)."""
+        servers = {w for s in self.servers - {tool.server} for w in _words(s)}
+        words = [re.sub(r"(?<=[a-z]{2})\d+$", "", w) for w in _words(tool.name)]
+        core = list(words)
+        while len(core) > 2 and (_AFFIX.fullmatch(core[0]) or core[0] in servers):
+            core.pop(0)
+        while len(core) > 2 and _AFFIX.fullmatch(core[-1]):
+            core.pop()
+        if not core or core == _words(tool.name) or len(core) < 2:
+            return None
+        for other in self.by_skeleton.get(_skeleton("_".join(core)), ()):
+            if other.server != tool.server and _distinctive(other.name):
+                return other
+        return None
+
+
+_AFFIX = re.compile(r"v?\d+|official|real|true|secure|safe|new|latest|updated|fixed|pro|plus|original|verified|legit|"
+                    r"trusted|better|improved|enhanced|premium|fast")
 TYPO_MIN = 7  # shorter names sit too close to each other (get_log / get_logs / set_log)
 
 
@@ -298,7 +385,7 @@ def _one_slip(mine: str, theirs: str) -> bool:
         return False
     if i == len(short) and long[-1] == "s" and not short.endswith("s"):  # a plural
         return False
-    doubled = 0 < i and long[i] == long[i - 1]
+    doubled = i > 0 and long[i] == long[i - 1]
     dropped_inner = 0 < i < len(short)
     return doubled or dropped_inner
 
@@ -352,6 +439,13 @@ def _label(where: str) -> bool:
 def _words(name: str) -> list[str]:
     """read_file, read-file, readFile and ReadFile are one name in different conventions: [read, file]."""
     return [w.lower() for w in re.split(r"[\W_]+|(?<=[a-z0-9])(?=[A-Z])", name) if w]
+
+
+def _moved_separator(a: str, b: str) -> bool:
+    """move_file / movef_ile: the same letters, both split into words, split in different places (read_file,
+    read-file, readFile and readfile are one name in different conventions)."""
+    wa, wb = _words(a), _words(b)
+    return len(wa) > 1 and len(wb) > 1 and wa != wb
 
 
 def _canon(name: str) -> str:
