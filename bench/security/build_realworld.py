@@ -6,8 +6,8 @@ supplementary benign set for part 1 (false positives on long, instruction-rich r
 - microsoft/playwright-mcp: the tool reference its README generates from the code (update-readme.js):
   title, description, parameters and read-only flag, turned back into definitions (Apache-2.0 license).
 
-Run once with local git mirrors of both repositories (paths as arguments); the JSON is committed so the
-bench does not need them:
+Run with local git mirrors of both repositories (paths as arguments); the bench reads the JSON and skips this
+set when it is absent (the root .gitignore currently leaves bench/security/data/ out of the repository):
     .venv/bin/python bench/security/build_realworld.py GITHUB_MCP_GIT_DIR PLAYWRIGHT_MCP_GIT_DIR
 """
 

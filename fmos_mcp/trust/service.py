@@ -83,16 +83,20 @@ class TrustService:
                                 f"release it with `fmos-mcp tools approve {quarantined.exposed}`",
                                 findings=list(quarantined.findings))
             return self._refuse(request, None, decision)
-        findings = self._argument_findings(profile, request.arguments)
-        if profile.fast and not findings and json_bytes(dict(request.arguments)) <= self.policies.max_argument_bytes:
+        size = json_bytes(dict(request.arguments)) if request.arguments else 0
+        # Size caps come before the detectors: scanning a megabyte of arguments is itself a denial of service.
+        # (The default cap always applies, so arguments over it are refused unread.)
+        findings = self._argument_findings(profile, request.arguments) if size <= self.policies.max_argument_bytes else []
+        if profile.fast and not findings and size <= self.policies.max_argument_bytes:
             return self._screen(request, await call_next(request), profile, None)
-        return await self._slow(request, call_next, profile, findings)
+        return await self._slow(request, call_next, profile, findings, size)
 
-    async def _slow(self, request: MediatedRequest, call_next: CallNext, profile: ToolProfile, findings: list[Finding]) -> Any:
+    async def _slow(self, request: MediatedRequest, call_next: CallNext, profile: ToolProfile, findings: list[Finding],
+                    size: int) -> Any:
         facts = CallFacts(profile.server, profile.tool, profile.exposed, profile.classes, request.host.tenant,
                           frozenset(request.host.roles), request.arguments, self.clock())
         matched = [r for r in profile.rules if r.match.matches(facts)]
-        decision = self._static(profile, facts, findings, matched)
+        decision = self._static(profile, facts, findings, matched, size)
         if decision.action != "deny" and not any(r.effect in ("allow", "deny") for r in matched):
             decision = await self._judged(request, profile, facts, decision)
         entered = []
@@ -131,13 +135,13 @@ class TrustService:
             found += arguments.secrets_in(args)
         return found
 
-    def _static(self, profile: ToolProfile, facts: CallFacts, findings: list[Finding], matched: list[Rule]) -> Decision:
+    def _static(self, profile: ToolProfile, facts: CallFacts, findings: list[Finding], matched: list[Rule],
+                size: int) -> Decision:
         as_json = [f.as_json() for f in findings]
         cap, cap_rule = self.policies.max_argument_bytes, "default:max_argument_bytes"
         for limit in profile.limits:
             if limit.max_argument_bytes and limit.max_argument_bytes < cap and limit.match.matches(facts):
                 cap, cap_rule = limit.max_argument_bytes, f"limit:{limit.id}"
-        size = json_bytes(dict(facts.arguments))
         if size > cap:
             return Decision("deny", cap_rule, f"the arguments are {size} bytes, over the {cap}-byte cap", findings=as_json)
         waived = {d for r in matched if r.effect == "allow" for d in r.waive}

@@ -95,6 +95,7 @@ SENSITIVE_PATH = re.compile(
     r"/var/run/docker\.sock|/dev/(?:mem|kmem|sd[a-z]))|(?:^|/)\.ssh(?:/|$)|(?:^|/)id_(?:rsa|ed25519|ecdsa)\b|"
     r"\.aws/credentials|\.kube/config|\.git-credentials|(?:^|/)\.env$|(?:^|/)\.netrc$|"
     r"^[A-Za-z]:\\Windows\\System32\\config", _I)
+_DRIVE = re.compile(r"[A-Za-z]:\\")
 _PATHY_KEY = re.compile(r"(?:^|_)(?:path|file|filename|dir|directory|folder|src|dst|source|destination|target|"
                         r"location|uri|paths)$", _I)
 
@@ -148,7 +149,7 @@ def path_traversal(arguments: Mapping[str, Any]) -> list[Finding]:
             found.append(Finding("path-traversal", "dot-dot", f"argument '{key}'", excerpt(probe, match.start(), match.end())))
             continue
         leaf = key.rsplit(".", 1)[-1].split("[")[0]
-        if _PATHY_KEY.search(leaf) or value.startswith(("/", "~", "\\")) or re.match(r"^[A-Za-z]:\\", value):
+        if value.startswith(("/", "~", "\\")) or _DRIVE.match(value) or _PATHY_KEY.search(leaf):
             match = SENSITIVE_PATH.search(value.replace("~", "/root", 1) if value.startswith("~/") else value)
             if match:
                 found.append(Finding("path-traversal", "sensitive-path", f"argument '{key}'", value[:80]))
@@ -183,9 +184,10 @@ def secrets_in(arguments: Mapping[str, Any]) -> list[Finding]:
             continue
         # A free-form map that carries a secret under a secret's name ({"labels": {"db_password": "..."}}).
         # Only nested keys: a tool's own declared parameter named `password` is the tool's business.
+        if ("." not in key and "[" not in key) or len(value) < 6:
+            continue
         leaf = re.split(r"[.\[]", key)[-1]
-        if ("." in key or "[" in key) and _SECRET_KEY.search(leaf) and len(value) >= 6 and not secrets.placeholder(value) \
-                and " " not in value.strip():
+        if _SECRET_KEY.search(leaf) and not secrets.placeholder(value) and " " not in value.strip():
             found.append(Finding("secret", "named-secret", f"argument '{key}'"))
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from fmos_mcp.trust.detectors import instructions as ins
 from fmos_mcp.trust.detectors import secrets
@@ -53,6 +54,20 @@ RESULT_SIGNALS: list[tuple[str, re.Pattern[str]]] = [
 def injection(text: str) -> list[Finding]:
     """Instructions in data: the strong directive kinds, words addressed to the model, hidden characters,
     and encoded payloads that decode to any of these."""
+    if len(text) <= CACHED_LENGTH:  # short values come back again and again: the answer is a function of the text
+        return list(_injection_cached(text))
+    return _injection(text)
+
+
+CACHED_LENGTH = 512
+
+
+@lru_cache(maxsize=8192)
+def _injection_cached(text: str) -> tuple[Finding, ...]:
+    return tuple(_injection(text))
+
+
+def _injection(text: str) -> list[Finding]:
     found = [Finding("output-injection", kind, "result", snippet) for kind, snippet in _signals(text)]
     if not text.isascii():
         found += [Finding("output-injection", kind, "result", snippet) for kind, snippet in ins.hidden(text)]
@@ -99,6 +114,8 @@ _WORDS = re.compile(r"[a-z]+")
 def _may_instruct(text: str) -> bool:
     if "<" in text or "[" in text or "#" in text:
         return True
+    if " " not in text and "\n" not in text and "\t" not in text and ":" not in text:
+        return False  # one token (an id, a date, an enum value): every signal needs words or a role label
     low = text.lower()
     if "a.i" in low:
         return True
@@ -124,6 +141,8 @@ _LONG_RUN = re.compile(r"[A-Za-z0-9+/=_-]{24}")
 
 def _encoded_instructions(text: str) -> Iterator[str]:
     """Readable text hidden in URL escapes, base64 or hex that, decoded, carries instructions."""
+    if len(text) < 24:
+        return
     decoded = ins.percent_decoded(text)
     if decoded and next(_signals(decoded), None) is not None:
         yield decoded

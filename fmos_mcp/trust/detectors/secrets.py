@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from functools import lru_cache
 
 REDACTED = "[redacted by fmos]"
 
@@ -70,7 +71,23 @@ def possible(text: str) -> bool:
 
 def find(text: str) -> list[tuple[str, int, int]]:
     """(kind, start, end) of every secret value; for key=value forms, only the value."""
-    if len(text) < 8 or not possible(text):
+    if len(text) < 8:
+        return []
+    if len(text) <= CACHED_LENGTH:  # short values (names, enum values, ids) come back again and again
+        return list(_find_cached(text))
+    return _find(text)
+
+
+CACHED_LENGTH = 512
+
+
+@lru_cache(maxsize=8192)
+def _find_cached(text: str) -> tuple[tuple[str, int, int], ...]:
+    return tuple(_find(text))
+
+
+def _find(text: str) -> list[tuple[str, int, int]]:
+    if not possible(text):
         return []
     hits = []
     for kind, pattern in _PATTERNS:
