@@ -399,3 +399,24 @@ async def test_http_tokens_map_to_tenant_and_roles(tmp_path: Path) -> None:
     assert [(r["tenant"], r["roles"], r["action"]) for r in exec_rows] == [
         ("acme", ["sre"], "allow"), ("acme", ["developer"], "deny")]
     assert all(token not in rows.stdout for token in issued.values())
+
+
+async def test_blocked_results_are_withheld_once_audited(tmp_path: Path) -> None:
+    from mcp.shared.exceptions import MCPError
+
+    text = ("detectors: {output_credentials: block}\n"
+            "rules:\n  - {id: watch-config, effect: log, match: {tools: get_service}}\n")
+    async with gateway(tmp_path, {"infra": infra()}, policies(tmp_path, text)) as (app, client):
+        slow = await client.call_tool("infra__get_service", {"service": "checkout"})  # a rule names it: slow path
+        assert slow.is_error and decision(slow)["rule"] == "detector:credential-exposure"
+        assert "postgres://" not in text_of(slow)
+        fast = await client.call_tool("infra__get_node", {"name": "web-1"})  # nothing secret: passes
+        assert not fast.is_error
+        with pytest.raises(MCPError, match="withheld this result"):
+            await client.read_resource("infra://runbooks/password=hunter2xyz")  # the runbook echoes its topic
+        await app.trust.audit.flush()
+        rows = [r for r in app.trust.audit.rows() if r.get("target") in ("get_service", None)]
+    service_rows = [r for r in rows if r.get("target") == "get_service"]
+    assert [(r["action"], r["rule"], r["outcome"]) for r in service_rows] == [
+        ("deny", "detector:credential-exposure", "blocked")]  # one row, not an allow after the deny
+    assert any(r["method"] == "resources/read" and r["action"] == "deny" for r in rows)

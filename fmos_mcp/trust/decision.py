@@ -34,5 +34,6 @@ def blocked(decision: Decision, tool: str) -> types.CallToolResult:
                                 meta={DECISION_META: decision.meta()})
 
 
-def stricter(a: str, b: str) -> str:
-    return a if PRECEDENCE.index(a) <= PRECEDENCE.index(b) else b
+def stricter(a: str, b: str) -> bool:
+    """Whether effect `a` is strictly more restrictive than `b`."""
+    return PRECEDENCE.index(a) < PRECEDENCE.index(b)

@@ -102,7 +102,7 @@ def _failed(judge: Judge, why: str) -> Verdict:
 
 
 def _prompt(judge: Judge, facts: CallFacts) -> str:
-    arguments, _ = secrets.redact(json.dumps(dict(facts.arguments), sort_keys=True, default=str)[:4000])
+    arguments = secrets.redacted_json(dict(facts.arguments), 4000)
     return (
         f"Policy: {judge.policy}\n\n"
         f"Call: tool '{facts.tool}' of server '{facts.server}' (privilege classes: {', '.join(sorted(facts.classes))})\n"

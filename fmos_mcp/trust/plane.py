@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class TrustPlane:
         """sha256(token) -> who presents it."""
         return {t.sha256: Identity(t.tenant, t.roles) for t in self.policies.tokens}
 
-    async def watch_pins(self, on_change: object, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def watch_pins(self, on_change: Callable[[], None], *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Pick up approvals made by `fmos-mcp tools approve` while serving; `on_change()` rebuilds catalogs."""
         version = await anyio.to_thread.run_sync(self.pins.data_version)
         task_status.started()
@@ -54,7 +55,7 @@ class TrustPlane:
             if current != version:
                 version = current
                 await anyio.to_thread.run_sync(self.vetting.reload_pins)
-                on_change()  # type: ignore[operator]
+                on_change()
 
 
 def token_digest(token: str) -> str:

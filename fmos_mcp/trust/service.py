@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_REQUEST
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from fmos_mcp import logs
 from fmos_mcp.state.audit import AuditLog
@@ -85,9 +85,10 @@ class TrustService:
             return self._refuse(request, None, decision)
         size = json_bytes(dict(request.arguments)) if request.arguments else 0
         # Size caps come before the detectors: scanning a megabyte of arguments is itself a denial of service.
-        # (The default cap always applies, so arguments over it are refused unread.)
-        findings = self._argument_findings(profile, request.arguments) if size <= self.policies.max_argument_bytes else []
-        if profile.fast and not findings and size <= self.policies.max_argument_bytes:
+        # The default cap always applies, so arguments over it are refused unread (on the slow path).
+        within = size <= self.policies.max_argument_bytes
+        findings = self._argument_findings(profile, request.arguments) if within else []
+        if profile.fast and within and not findings:
             return self._screen(request, await call_next(request), profile, None)
         return await self._slow(request, call_next, profile, findings, size)
 
@@ -116,7 +117,8 @@ class TrustService:
                     self._record(request, profile, decision, outcome)
             redact = [r for r in matched if r.effect == "redact"]
             result = self._screen(request, result, profile, decision, redact)
-            result = self._cap_result(profile, facts, decision, result)
+            if decision.action != "deny":  # screening may have withheld the result already
+                result = self._cap_result(request, profile, facts, decision, result)
             self._record(request, profile, decision, outcome if decision.action != "deny" else "blocked")
             return result
         finally:
@@ -156,7 +158,7 @@ class TrustService:
         effect, source = "allow", "read"
         for cls in sorted(profile.classification.classes, key=ORDER.index):
             candidate = self.policies.effects[cls.value]
-            if stricter(candidate, effect) == candidate and candidate != effect:
+            if stricter(candidate, effect):
                 effect, source = candidate, cls.value
         logged = next((r for r in matched if r.effect == "log"), None)
         rule = logged.id if logged and effect in ("allow", "log") else f"default:{source}"
@@ -222,9 +224,14 @@ class TrustService:
             return screened
         rule = "detector:" + screening.found[0]["detector"]
         if screening.block:
-            refusal = Decision("deny", rule, "the result carried content this gateway does not pass on "
-                               f"({', '.join(sorted({f['kind'] for f in screening.found}))})", findings=screening.found)
-            return self._refuse(request, profile, refusal, audit=True)
+            refusal = decision or Decision("deny", rule, "", path="fast")
+            refusal.action, refusal.rule = "deny", rule
+            refusal.reason = ("the result carried content this gateway does not pass on "
+                              f"({', '.join(sorted({f['kind'] for f in screening.found}))})")
+            refusal.findings += screening.found
+            if decision is None:  # the slow path records its one audit row when the call is done
+                self._record(request, profile, refusal, "blocked")
+            return self._withhold(request, profile, refusal)
         note = Decision("redact", rule, f"{len(screening.found)} finding(s) removed from the result",
                         path="fast" if decision is None else "slow", findings=screening.found)
         request.trail.append(_trap(note, profile))
@@ -234,7 +241,8 @@ class TrustService:
             decision.findings += screening.found
         return _with_meta(screened, note)
 
-    def _cap_result(self, profile: ToolProfile, facts: CallFacts, decision: Decision, result: Any) -> Any:
+    def _cap_result(self, request: MediatedRequest, profile: ToolProfile, facts: CallFacts, decision: Decision,
+                    result: Any) -> Any:
         caps = [(l.max_result_bytes, l.id) for l in profile.limits if l.max_result_bytes and l.match.matches(facts)]  # noqa: E741
         if self.policies.max_result_bytes:
             caps.append((self.policies.max_result_bytes, "default"))
@@ -246,7 +254,7 @@ class TrustService:
             return result
         decision.action, decision.rule = "deny", f"limit:{ident}"
         decision.reason = f"the result is {size} bytes, over the {cap}-byte cap"
-        return blocked(decision, profile.exposed)
+        return self._withhold(request, profile, decision)
 
     # ----------------------------------------------------------------- requests to the host
 
@@ -267,12 +275,22 @@ class TrustService:
 
     # ----------------------------------------------------------------- decisions
 
-    def _refuse(self, request: MediatedRequest, profile: ToolProfile | None, decision: Decision, *, audit: bool = True) -> Any:
+    def _refuse(self, request: MediatedRequest, profile: ToolProfile | None, decision: Decision) -> Any:
+        """Before the call: it does not run."""
         decision.action = "deny"
         request.trail.append(_trap(decision, profile))
-        if audit:
-            self._record(request, profile, decision, "blocked")
+        self._record(request, profile, decision, "blocked")
         log.info("call blocked", tool=request.name, rule=decision.rule, tenant=request.host.tenant)
+        return blocked(decision, request.name or "")
+
+    def _withhold(self, request: MediatedRequest, profile: ToolProfile | None, decision: Decision) -> Any:
+        """After the call: its result is not passed on (a tool gets the refusal as its result, a resource read
+        or prompt an error); the caller records the audit row."""
+        request.trail.append(_trap(decision, profile))
+        log.info("result withheld", name=request.name, rule=decision.rule, tenant=request.host.tenant)
+        if request.method != "tools/call":
+            raise MCPError(code=INTERNAL_ERROR, message=f"fmos-mcp withheld this result: {decision.reason} "
+                                                        f"(rule {decision.rule})")
         return blocked(decision, request.name or "")
 
     def _record(self, request: MediatedRequest, profile: ToolProfile | None, decision: Decision, outcome: str) -> None:
@@ -310,7 +328,6 @@ def _digest(arguments: Any) -> str:
 
 
 def _preview(arguments: Any) -> str:
-    text, _ = secrets.redact(json.dumps(dict(arguments or {}), sort_keys=True, default=str))
-    return text if len(text) <= 400 else text[:400] + "..."
+    return secrets.redacted_json(dict(arguments or {}), 400)
 
 

@@ -68,7 +68,10 @@ class Vetting:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reload_pins(self) -> None:
-        self._pins = self.pins.load()
+        """Called from a worker thread: never in the middle of a rebuild."""
+        pins = self.pins.load()
+        with self._lock:
+            self._pins = pins
 
     def __call__(self, listings: Sequence[ServerListing]) -> list[ServerListing]:
         with self._lock:
@@ -85,8 +88,9 @@ class Vetting:
         for listing, tool, definition in defs:
             key = (listing.server, tool.name)
             exposed = exposed_name(listing.prefix, tool.name)
-            findings = self._findings(listing.server, tool.name, definition, index)
-            pin, why = self._pin(key, definition, findings)
+            digest = _hash(definition)
+            findings = self._findings(listing.server, tool.name, definition, digest, index)
+            pin, why = self._pin(key, definition, digest, findings)
             if pin is not None:
                 changed.append(pin)
                 self._pins[key] = pin
@@ -110,9 +114,9 @@ class Vetting:
         return [replace(listing, tools=[t for t in listing.tools if (listing.server, t.name) not in blocked])
                 for listing in listings]
 
-    def _findings(self, server: str, tool: str, definition: dict[str, Any], index: scan.ShadowIndex) -> list[Finding]:
+    def _findings(self, server: str, tool: str, definition: dict[str, Any], digest: str,
+                  index: scan.ShadowIndex) -> list[Finding]:
         detectors = self.policies.detectors
-        digest = _hash(definition)
         found = []
         if detectors["poisoning"] != "off":
             if digest not in self._scans:
@@ -122,10 +126,11 @@ class Vetting:
             found += index.scan(scan.ToolDef(server, tool, definition))
         return found
 
-    def _pin(self, key: tuple[str, str], definition: dict[str, Any], findings: list[Finding]) -> tuple[Pin | None, str]:
+    def _pin(self, key: tuple[str, str], definition: dict[str, Any], digest: str,
+             findings: list[Finding]) -> tuple[Pin | None, str]:
         """(a pin to save, or None when nothing changed; why the tool is quarantined, or '')."""
         detectors = self.policies.detectors
-        digest, text = _hash(definition), json.dumps(definition, sort_keys=True)
+        text = json.dumps(definition, sort_keys=True)
         old = (self._pins or {}).get(key)
         as_json = tuple(f.as_json() for f in findings)
         unchanged = old is not None and old.seen_hash == digest

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from functools import lru_cache
+from typing import Any
 
 REDACTED = "[redacted by fmos]"
 
@@ -94,7 +96,7 @@ def _find(text: str) -> list[tuple[str, int, int]]:
         for match in pattern.finditer(text):
             group = next((g for g in range(1, (match.lastindex or 0) + 1) if match.group(g) is not None), 0)
             start, end = match.span(group)
-            if not _placeholder(text[start:end]) and (kind != "basic-auth" or _user_password(text[start:end])):
+            if not placeholder(text[start:end]) and (kind != "basic-auth" or _user_password(text[start:end])):
                 hits.append((kind, start, end))
     return hits
 
@@ -123,11 +125,14 @@ def _user_password(token: str) -> bool:
         return False
 
 
+def redacted_json(value: Any, limit: int) -> str:
+    """`value` as JSON with its secrets redacted, then cut to `limit` characters (cutting first could split a
+    secret so that no pattern recognises the part that is left)."""
+    text, _ = redact(json.dumps(value, sort_keys=True, default=str))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def placeholder(value: str) -> bool:
-    return _placeholder(value)
-
-
-def _placeholder(value: str) -> bool:
     """`${DB_PASSWORD}`, `<password>`, `****`, `changeme`: mentions of secrets, not secrets."""
     v = value.strip("\"'")
     return (v.startswith(("${", "<", "{{", "%")) or set(v) <= set("*xX.-_") or v.lower() in
