@@ -14,6 +14,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from fmos_mcp import logs
 from fmos_mcp.config import ConfigError, ServersConfig, load_servers_dir
 from fmos_mcp.gateway.core import Gateway, GatewaySettings
+from fmos_mcp.gateway.own import OwnServices
 from fmos_mcp.gateway.upstream import Identity
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.state.traces import TraceStore, TracingInterceptor
@@ -42,6 +43,7 @@ class App:
     db: StateDB
     traces: TraceStore
     trust: TrustPlane
+    own: OwnServices
     gateway: Gateway
 
     @property
@@ -66,9 +68,11 @@ def build(config: AppConfig) -> App:
     db = StateDB(config.state_dir)
     traces = TraceStore(db)
     trust = TrustPlane.build(config.policies_dir, db)
+    own = OwnServices()
     interceptors: list[Interceptor] = [TracingInterceptor(traces)]
     if config.trust:
         interceptors.append(trust.service)
+    interceptors.append(own)  # last: the gateway's own tools are answered after every trap has seen them
     policies = trust.policies
     identity = Identity(config.tenant or policies.tenant or "local",
                         config.roles if config.roles is not None else policies.roles)
@@ -78,6 +82,6 @@ def build(config: AppConfig) -> App:
         config.settings,
         default_identity=identity,
         transport=config.transport,
-        transforms=[trust.vetting] if config.trust else [],
+        transforms=[own.extend_catalog, *([trust.vetting] if config.trust else [])],
     )
-    return App(config, servers, db, traces, trust, gateway)
+    return App(config, servers, db, traces, trust, own, gateway)

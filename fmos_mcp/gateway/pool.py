@@ -56,6 +56,8 @@ class HostNotifier(Protocol):
 
     async def resource_updated(self, key: PoolKey, uri: str) -> None: ...
 
+    async def session_tools_changed(self, key: PoolKey, session_id: str) -> None: ...
+
     async def server_log(self, key: PoolKey, params: types.LoggingMessageNotificationParams) -> None: ...
 
     def idle_call(self, key: PoolKey, method: str) -> InflightCall | None: ...
@@ -181,7 +183,7 @@ class DownstreamPool:
             )
         request = MediatedRequest(
             method=method, host=call.host, direction=Direction.TO_HOST, server=server.name,
-            params=params, channel=call.channel, reply_progress=reply_progress,
+            params=params, channel=call.channel, reply_progress=reply_progress, pool=self,
         )
         if call.deadline is None:
             return await self.pipeline(request)
@@ -202,6 +204,9 @@ class DownstreamPool:
 
     async def resource_updated(self, server: DownstreamServer, uri: str) -> None:
         await self.notifier.resource_updated(self.key, uri)
+
+    async def session_tools_changed(self, session_id: str) -> None:
+        await self.notifier.session_tools_changed(self.key, session_id)
 
     async def subscribe(self, uri: str, on: bool) -> bool:
         """Count the hosts watching a resource; only the first and the last reach its server.

@@ -292,6 +292,7 @@ class UpstreamFace:
 
     async def _mediate(self, ctx: ServerRequestContext[Any], pool: DownstreamPool, request: MediatedRequest) -> Any:
         pool.last_used = anyio.current_time()
+        request = request.evolve(pool=pool)
         leg = RequestChannel(ctx.session, ctx.request_id, timeout=self.rounds.ttl)
         caps = request.host.capabilities
         askable = caps.sampling or caps.elicitation or caps.roots  # downstreams are offered exactly these
@@ -326,6 +327,19 @@ class UpstreamFace:
                 event = _EVENTS.get("resources" if kind == "resourceTemplates" else kind)
                 if event is not None:
                     await bus[0].publish(event())
+
+    async def session_tools_changed(self, key: PoolKey, session_id: str) -> None:
+        """The tool list of one session changed (tools paged in or out): tell that host alone; modern hosts,
+        which have no session, hear it on their listen streams."""
+        for link in list(self._links.get(key, {}).values()):
+            if link.host.session_id == session_id:
+                try:
+                    await link.connection.send_tool_list_changed()
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("list_changed not delivered", error=str(exc))
+        bus = self._buses.get(key)
+        if bus is not None:
+            await bus[0].publish(ToolsListChanged())
 
     async def resource_updated(self, key: PoolKey, uri: str) -> None:
         for link in list(self._links.get(key, {}).values()):

@@ -57,8 +57,40 @@ def _v2(db: sqlite_utils.Database) -> None:
                "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """The data plane: offloaded artifacts (per tenant, content-addressed), memory, cached embeddings."""
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS artifacts (
+            tenant TEXT NOT NULL, id TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
+            kind TEXT NOT NULL, mime TEXT, data BLOB NOT NULL, origin TEXT,
+            created REAL NOT NULL, expires REAL,
+            PRIMARY KEY (tenant, id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS artifacts_expires ON artifacts (expires)")
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS memory (
+            id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, text TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '[]',
+            sha256 TEXT NOT NULL, created REAL NOT NULL, UNIQUE (tenant, sha256)
+        )
+        """
+    )
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(text, tags, content='memory', content_rowid='id')")
+    db.execute("CREATE TRIGGER IF NOT EXISTS memory_ai AFTER INSERT ON memory BEGIN "
+               "INSERT INTO memory_fts (rowid, text, tags) VALUES (new.id, new.text, new.tags); END")
+    db.execute("CREATE TRIGGER IF NOT EXISTS memory_ad AFTER DELETE ON memory BEGIN "
+               "INSERT INTO memory_fts (memory_fts, rowid, text, tags) VALUES ('delete', old.id, old.text, old.tags); END")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS embeddings (sha256 TEXT NOT NULL, model TEXT NOT NULL, vector BLOB NOT NULL, "
+        "PRIMARY KEY (sha256, model))"
+    )
+
+
 # Append only: a migration, once shipped, never changes.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 class StateDB:

@@ -49,6 +49,16 @@ class HostInfo:
     client_name: str | None = None
 
 
+class PoolView(Protocol):
+    """What a service may use of the pool that serves a request: the catalog (routes and lists), the whole
+    pipeline (a meta tool that calls another tool sends it through every trap again), and per-session news."""
+
+    catalog: Any
+    pipeline: Any
+
+    async def session_tools_changed(self, session_id: str) -> None: ...
+
+
 class HostChannel(Protocol):
     """The way back to the host for one request, whichever protocol era it speaks.
 
@@ -85,6 +95,8 @@ class MediatedRequest:
     meta: Mapping[str, Any] | None = None
     # Requests to the host only: where progress the host reports on this request goes (the downstream asker).
     reply_progress: Any = None
+    # The pool serving this request (see `PoolView`): its catalog and pipeline, for the gateway's own tools.
+    pool: Any = None
     id: int = field(default_factory=lambda: next(_ids))
     started: float = field(default_factory=time.perf_counter)
     # Append-only record of trap decisions taken on this request; the trace reads it afterwards.

@@ -6,6 +6,7 @@ reported and skipped; the other files still apply (and `fmos-mcp policy check` e
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import tomllib
@@ -22,6 +23,13 @@ from fmos_mcp.trust.privilege import SENSITIVE, Privilege
 
 SUFFIXES = (".yaml", ".yml", ".toml")
 SCHEMA_FILE = Path(__file__).with_name("policy.schema.json")
+# Sections other planes own: each module has `SCHEMA` (the section's JSON Schema) and
+# `check(section) -> [(where, key, message)]` for what a schema cannot say. Imported when first needed.
+PLANE_SECTIONS = {
+    "context": "fmos_mcp.context.config",
+    "models": "fmos_mcp.models.config",
+    "budgets": "fmos_mcp.models.budget_config",
+}
 DEFAULT_EFFECTS = {
     "read": "allow", "write": "allow", "network": "allow", "exec": "log", "credential": "log", "destructive": "log",
 }
@@ -113,11 +121,21 @@ class PolicySet:
     roles: tuple[str, ...] = ()
     files: list[str] = field(default_factory=list)
     errors: list[PolicyError] = field(default_factory=list)
+    # The other planes' sections, merged across files (see `_merge_section`); each plane compiles its own.
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @cache
 def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_FILE.read_text())
+    full = json.loads(SCHEMA_FILE.read_text())
+    for section, module in PLANE_SECTIONS.items():
+        full["properties"][section] = _plane(module).SCHEMA
+    return full
+
+
+@cache
+def _plane(module: str) -> Any:
+    return importlib.import_module(module)
 
 
 def load_policies(directory: Path | None) -> PolicySet:
@@ -240,6 +258,9 @@ def _build(name: str, data: dict[str, Any], out: PolicySet) -> list[PolicyError]
                                            item.get("justification"), name))
     for item in data.get("tokens", []):
         out.tokens.append(TokenEntry(item["sha256"], item["tenant"], tuple(item.get("roles", ())), item.get("name")))
+    for section, module in PLANE_SECTIONS.items():
+        if section in data:
+            errors += [PolicyError(name, where, key, message) for where, key, message in _plane(module).check(data[section])]
     return errors
 
 
@@ -258,3 +279,18 @@ def _merge(into: PolicySet, staged: PolicySet, data: dict[str, Any]) -> None:
     identity = data.get("identity") or {}
     into.tenant = identity.get("tenant", into.tenant)
     into.roles = tuple(identity.get("roles", into.roles))
+    for section in PLANE_SECTIONS:
+        if section in data:
+            _merge_section(into.sections.setdefault(section, {}), data[section])
+
+
+def _merge_section(into: dict[str, Any], data: dict[str, Any]) -> None:
+    """A later file adds to lists (models, routes, budgets), updates mappings key by key, replaces the rest."""
+    for key, value in data.items():
+        old = into.get(key)
+        if isinstance(old, list) and isinstance(value, list):
+            into[key] = old + value
+        elif isinstance(old, dict) and isinstance(value, dict):
+            into[key] = {**old, **value}
+        else:
+            into[key] = value
