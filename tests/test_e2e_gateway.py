@@ -79,8 +79,9 @@ async def test_one_endpoint_lists_every_servers_tools_prompts_and_resources(conn
         for name in names:
             assert VALID_NAME.match(name), name
             server, _, tool = name.partition("__")
-            by_server.setdefault(server, set()).add(tool)
-        assert set(by_server) == {"everything", "files", "infra", "time"}
+            by_server.setdefault(server if tool else "(gateway)", set()).add(tool or server)
+        assert set(by_server) == {"everything", "files", "infra", "time", "(gateway)"}
+        assert {"fmos_search_tools", "fmos_read", "vfm_generate"} <= by_server["(gateway)"]  # its own services
         assert by_server["time"] == {"get_current_time", "convert_time"}
         assert {"list_nodes", "get_node", "drain_node", "deploy_service", "summarize_incident"} <= by_server["infra"]
         assert {"read_text_file", "list_directory", "write_file"} <= by_server["files"]

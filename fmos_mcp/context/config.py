@@ -3,7 +3,7 @@
 ```yaml
 context:
   exposure: auto            # flat | paged | auto (paged above auto_threshold_tokens of tool definitions)
-  auto_threshold_tokens: 8000
+  auto_threshold_tokens: 20000 # 10% of a 200k-token context window
   max_active_tools: 24      # paged: the least recently used tool is paged out past this
   offload:
     threshold_bytes: 20480  # results above this are stored and replaced by a pointer
@@ -88,7 +88,7 @@ class OffloadRule:
 @dataclass(frozen=True)
 class ContextConfig:
     exposure: str = "auto"
-    auto_threshold_tokens: int = 8000
+    auto_threshold_tokens: int = 20000  # 10% of a 200k-token context window
     max_active_tools: int = 24
     threshold_bytes: int = 20 * 1024
     preview_bytes: int = 1024

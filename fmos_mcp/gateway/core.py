@@ -12,7 +12,7 @@ from mcp_types import INTERNAL_ERROR
 
 from fmos_mcp import logs
 from fmos_mcp.config import ServerSpec
-from fmos_mcp.gateway.pool import CatalogTransform, DownstreamPool, PoolKey
+from fmos_mcp.gateway.pool import CapabilityOffer, CatalogTransform, DownstreamPool, PoolKey
 from fmos_mcp.gateway.upstream import Identity, UpstreamFace
 from fmos_mcp.traps.pipeline import Interceptor
 
@@ -40,8 +40,10 @@ class Gateway:
         default_identity: Identity = Identity("local"),
         transport: str = "stdio",
         transforms: Sequence[CatalogTransform] = (),
+        offer: CapabilityOffer | None = None,
     ) -> None:
         self.specs = list(servers)
+        self.offer = offer
         self.transforms = list(transforms)
         self.interceptors = list(interceptors)
         self.settings = settings or GatewaySettings()
@@ -96,6 +98,7 @@ class Gateway:
         pool = DownstreamPool(
             key, self.specs, self.interceptors, self.face, page_size=settings.page_size,
             connect_timeout=settings.connect_timeout, backoff_max=settings.backoff_max, transforms=self.transforms,
+            offered=self.offer(key.capabilities) if self.offer else None,
         )
         await self._tasks.start(pool.run)
         self.pools[key] = pool

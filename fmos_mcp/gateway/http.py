@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,7 +121,12 @@ class HttpOptions:
     tokens: Mapping[str, Identity] = field(default_factory=dict)  # sha256(token) -> identity
 
 
-def build_app(gateway: Gateway, options: HttpOptions, lifespan_extra: Any = None) -> Starlette:
+# More faces on the same app (the VFM's OpenAI-compatible one): routes, given the bearer guard to wrap them in.
+ExtraRoutes = Callable[[Callable[[ASGIApp, str], ASGIApp]], list[Route]]
+
+
+def build_app(gateway: Gateway, options: HttpOptions, lifespan_extra: Any = None,
+              extra_routes: ExtraRoutes | None = None) -> Starlette:
     security = transport_security(options.host, options.allowed_hosts)
     manager = StreamableHTTPSessionManager(
         app=gateway.face.server, json_response=options.json_response, security_settings=security
@@ -153,4 +158,6 @@ def build_app(gateway: Gateway, options: HttpOptions, lifespan_extra: Any = None
         Mount("/messages/", app=guard(sse.handle_post_message, "sse")),
         Route("/healthz", endpoint=health, methods=["GET"]),
     ]
+    if extra_routes is not None:
+        routes += extra_routes(guard)
     return Starlette(routes=routes, lifespan=lifespan)

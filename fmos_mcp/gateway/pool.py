@@ -20,7 +20,7 @@ from mcp_types import INVALID_REQUEST
 
 from fmos_mcp import logs
 from fmos_mcp.config import ServerSpec
-from fmos_mcp.gateway.catalog import LIST_KINDS, Catalog, ServerListing, build_catalog
+from fmos_mcp.gateway.catalog import LIST_KINDS, ServerListing, build_catalog
 from fmos_mcp.gateway.downstream import AmbiguousCaller, DownstreamServer, ServerState
 from fmos_mcp.gateway.inflight import CURRENT_CALL, InflightCall
 from fmos_mcp.gateway.router import Router
@@ -47,6 +47,9 @@ class PoolKey:
 
 # Reshapes what servers offer before it becomes the catalog (the trust plane holds back quarantined tools).
 CatalogTransform = Callable[[list[ServerListing]], list[ServerListing]]
+# What downstream servers are offered, given what the hosts can answer: the host's own capabilities, plus
+# sampling when the model plane can answer it with a configured model.
+CapabilityOffer = Callable[[HostCapabilities], HostCapabilities]
 
 
 class HostNotifier(Protocol):
@@ -75,6 +78,7 @@ class DownstreamPool:
         connect_timeout: float = 30.0,
         backoff_max: float = 30.0,
         transforms: Sequence[CatalogTransform] = (),
+        offered: HostCapabilities | None = None,
     ) -> None:
         self.key = key
         self.transforms = tuple(transforms)
@@ -82,11 +86,13 @@ class DownstreamPool:
         self.page_size = page_size
         self.servers = {
             spec.name: DownstreamServer(
-                spec, key.capabilities, self, connect_timeout=connect_timeout, backoff_max=backoff_max
+                spec, offered or key.capabilities, self, connect_timeout=connect_timeout, backoff_max=backoff_max
             )
             for spec in specs
         }
-        self.catalog = Catalog()
+        # What transforms add by themselves (the gateway's own tools) is there from the start: a host is not
+        # told the list changed when the first server comes up and they were already listed.
+        self.catalog = build_catalog(0, self._transformed([]))
         self.router = Router(self)
         self.pipeline = Pipeline(interceptors, self._terminal)
         self.log_level: str | None = None
@@ -143,8 +149,7 @@ class DownstreamPool:
             for s in self.servers.values()
             if s.state is ServerState.UP
         ]
-        for transform in self.transforms:
-            listings = transform(listings)
+        listings = self._transformed(listings)
         before = self.catalog.snapshot()
         catalog = build_catalog(self.catalog.version + 1, listings)
         after = catalog.snapshot()
@@ -153,6 +158,11 @@ class DownstreamPool:
             log.warning("name conflict", pool=self.key.label(), conflict=conflict)
         self.catalog = catalog
         return changed
+
+    def _transformed(self, listings: list[ServerListing]) -> list[ServerListing]:
+        for transform in self.transforms:
+            listings = transform(listings)
+        return listings
 
     # ----------------------------------------------------------------- the pipeline's terminal
 

@@ -11,7 +11,7 @@ import anyio.abc
 import uvicorn
 
 from fmos_mcp.gateway.core import Gateway
-from fmos_mcp.gateway.http import HttpOptions, build_app
+from fmos_mcp.gateway.http import ExtraRoutes, HttpOptions, build_app
 from fmos_mcp.gateway.stdio import stdio_streams
 
 Background = Callable[..., Awaitable[Any]]  # started with task_status, runs until cancelled
@@ -44,8 +44,9 @@ def serve_http(
     *,
     background: Background | None = None,
     on_ready: Callable[[], None] | None = None,
+    extra_routes: ExtraRoutes | None = None,
 ) -> None:
-    app = build_app(gateway, options, lifespan_extra=background)
+    app = build_app(gateway, options, lifespan_extra=background, extra_routes=extra_routes)
     config = uvicorn.Config(app, host=options.host, port=options.port, log_config=None, access_log=False, lifespan="on")
     _AnnouncingServer(config, on_ready).run()
 

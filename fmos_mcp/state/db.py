@@ -89,8 +89,26 @@ def _v3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """Budgets: usage per budget, subject and fixed window (written behind), and shared budgets' prices."""
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS budget_usage (
+            budget TEXT NOT NULL, subject TEXT NOT NULL, resource TEXT NOT NULL,
+            window_seconds REAL NOT NULL, window_start REAL NOT NULL, used REAL NOT NULL, updated REAL NOT NULL,
+            PRIMARY KEY (budget, subject, resource, window_seconds, window_start)
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS budget_usage_start ON budget_usage (window_start)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS budget_prices (budget TEXT PRIMARY KEY, resource TEXT NOT NULL, "
+        "price REAL NOT NULL, updated REAL NOT NULL)"
+    )
+
+
 # Append only: a migration, once shipped, never changes.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 class StateDB:

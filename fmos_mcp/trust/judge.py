@@ -1,6 +1,7 @@
 """Natural-language policies judged by a model, for privileged calls in their scope only.
 
-The judge asks through the host's sampling (the model plane will add configured endpoints). It gets the
+The judge asks through `ask`: the model plane's (a route for task `judge` may pick a configured model; judge
+calls count against budgets), or by default the host's own sampling. It gets the
 policy, the call (tool, classes, arguments with secrets redacted), who asks and when, and must answer with
 JSON: {"verdict": "allow"|"deny", "confidence": 0..1, "reason": "..."}. Verdicts are cached per
 (policy, call shape) for the judge's cache_ttl. A failure or a low-confidence verdict follows on_error.
@@ -12,6 +13,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,11 +49,25 @@ class Verdict:
         return out
 
 
+Ask = Callable[[MediatedRequest, types.CreateMessageRequestParams], Awaitable[Any]]
+
+
+class NoJudgeModel(LookupError):
+    """No model may answer the judge (no host sampling, no configured model, or a spent budget)."""
+
+
+async def ask_host(request: MediatedRequest, params: types.CreateMessageRequestParams) -> Any:
+    if request.channel is None or not request.host.capabilities.sampling:
+        raise NoJudgeModel("no model to judge with: the host does not offer sampling")
+    return await request.channel.request("sampling/createMessage", params)
+
+
 @dataclass
 class JudgeService:
     max_tokens: int = 200
     _cache: dict[str, tuple[float, Verdict]] = field(default_factory=dict)
     calls: int = 0  # model calls made (budgets and the bench count them)
+    ask: Ask = ask_host
 
     async def judge(self, judge: Judge, facts: CallFacts, request: MediatedRequest) -> Verdict:
         shape = _shape(judge, facts)
@@ -64,18 +80,18 @@ class JudgeService:
         return verdict
 
     async def _ask(self, judge: Judge, facts: CallFacts, request: MediatedRequest) -> Verdict:
-        if request.channel is None or not request.host.capabilities.sampling:
-            return _failed(judge, "no model to judge with: the host does not offer sampling")
         params = types.CreateMessageRequestParams(
             messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=_prompt(judge, facts)))],
             system_prompt=SYSTEM, max_tokens=self.max_tokens, temperature=0,
             model_preferences=types.ModelPreferences(intelligence_priority=0.8, speed_priority=0.5),
         )
-        self.calls += 1
         try:
-            result: Any = await request.channel.request("sampling/createMessage", params)
+            result: Any = await self.ask(request, params)
+        except NoJudgeModel as exc:
+            return _failed(judge, str(exc))
         except Exception as exc:  # noqa: BLE001 - the host refused or failed: on_error decides
             return _failed(judge, f"the judge's model request failed: {exc}")
+        self.calls += 1
         text = getattr(result.content, "text", "") if not isinstance(result.content, list) else " ".join(
             getattr(c, "text", "") for c in result.content)
         return parse(text, judge)
