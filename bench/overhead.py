@@ -100,7 +100,13 @@ def servers_d(directory: Path, entries: dict[str, Any]) -> Path:
 
 
 def fmos_args(servers: Path, state: Path, *extra: str) -> list[str]:
-    return ["-m", "fmos_mcp", "serve", "--servers-dir", str(servers), "--state-dir", str(state), "--log-level", "error", *extra]
+    """Policies of the bench's own: the proxy path as such, so no offload of the 100 KB results (bench/context
+    measures offload) and no budgets of the repository's example policies."""
+    policies = state.parent / "bench-policies"
+    policies.mkdir(parents=True, exist_ok=True)
+    (policies / "context.yaml").write_text("context: {exposure: flat, offload: {rules: [{never: true}]}}\n")
+    return ["-m", "fmos_mcp", "serve", "--servers-dir", str(servers), "--state-dir", str(state), "--log-level", "error",
+            "--policies-dir", str(policies), *extra]
 
 
 # ----------------------------------------------------------------------------- paths

@@ -133,3 +133,22 @@ def test_match_argument_schema_and_patterns(tmp_path: Path) -> None:
     assert not match.matches(facts(arguments={"replicas": 5, "target": {"env": "production"}}))
     assert not match.matches(facts(arguments={"replicas": 50, "target": {"env": "staging"}}))
     assert not match.matches(facts(arguments={"replicas": 50}))  # absent: a pattern never matches
+
+
+def test_policy_check_covers_the_data_and_model_planes(tmp_path: Path) -> None:
+    """One command validates every plane's section, each error with file and key; the shipped files pass."""
+    shipped = subprocess.run([PY, "-m", "fmos_mcp", "policy", "check", str(ROOT / "policies")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert shipped.returncode == 0, shipped.stdout + shipped.stderr
+    bad = tmp_path / "bad"
+    write(bad, "context.yaml", "context:\n  exposure: sideways\n  offload: {rules: [{tool: x, never: true, threshold_bytes: 4096}]}\n")
+    write(bad, "models.yaml", "models:\n  backends: [{name: m, kind: openai, model: x}]\n  default: m\n")
+    write(bad, "budgets.yaml", "budgets:\n  limits: [{id: b, resource: tokens, limit: 5, window: 1h, on_exceed: degrade}]\n")
+    run = subprocess.run([PY, "-m", "fmos_mcp", "policy", "check", str(bad)], capture_output=True, text=True, cwd=ROOT)
+    out = run.stdout
+    assert run.returncode == 1 and "Traceback" not in out + run.stderr
+    assert "context.yaml" in out and "exposure" in out  # schema: an unknown value, named by its key
+    assert "models.yaml" in out and "base_url" in out  # an openai backend needs a base URL
+    assert "budgets.yaml" in out and "degrade" in out  # degrade without a target
+    merged = load_policies(ROOT / "policies")
+    assert {"context", "models", "budgets"} <= set(merged.sections) and not merged.errors

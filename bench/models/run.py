@@ -162,8 +162,8 @@ async def part_budget(base_url: str, sessions: int, work: Path) -> dict[str, Any
     used = sum(row["used"] for row in snapshot["usage"] if row["budget"] == "tenant-tokens")
     return {"sessions": sessions, "limit": limit, "committed": used, "requests": len(per_request),
             "refused_sessions": refused, "sum_of_answers": sum(per_request), "overshoot": max(0, used - limit),
-            "bound": sessions * (max(per_request) if per_request else 0), "seconds": round(elapsed, 1),
-            "within_limit": used <= limit}
+            "bound_one_request_per_session": sessions * (max(per_request) if per_request else 0),
+            "seconds": round(elapsed, 1), "within_limit": used <= limit}
 
 
 async def main() -> None:

@@ -27,6 +27,9 @@ from fmos_mcp.traps.request import MediatedRequest
 from fmos_mcp.traps.trap import TrapKind, TrapRecord
 
 log = logs.get("fmos.models")
+# Chat templates wrap every prompt (role markers, a default system text): what characters / 4 misses. An
+# estimate below the real input lets concurrent requests overshoot a budget, so reserve on the high side.
+TEMPLATE_TOKENS, MESSAGE_TOKENS = 32, 4
 
 
 class BudgetRefused(Exception):
@@ -92,7 +95,7 @@ class ModelPlane:
     def admit(self, tenant: str, server: str | None, decision: RouteDecision,
               request: GenerationRequest) -> tuple[RouteDecision, BudgetVerdict, dict[str, Any] | None]:
         """The budget check; a degrade verdict turns the decision into the cheaper one, checked again."""
-        estimate = Usage(tokens_in=estimate_tokens(request.chars()), tokens_out=request.max_tokens, requests=1)
+        estimate = Usage(tokens_in=input_estimate(request), tokens_out=request.max_tokens, requests=1)
         verdict = self.budgets.check(Charge(tenant, estimate, server=server, model=decision.model))
         if verdict.action == "deny":
             raise BudgetRefused(verdict)
@@ -151,6 +154,10 @@ def features_of(request: MediatedRequest, generation: GenerationRequest, *, task
                 server: str | None = None) -> Features:
     return Features.of(generation, tenant=request.host.tenant, server=server, task=task,
                        host_has_sampling=request.host.capabilities.sampling)
+
+
+def input_estimate(request: GenerationRequest) -> int:
+    return estimate_tokens(request.chars()) + TEMPLATE_TOKENS + MESSAGE_TOKENS * len(request.messages)
 
 
 def _ms(started: float) -> float:
