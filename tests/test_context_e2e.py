@@ -188,6 +188,7 @@ async def test_paged_tools_search_activate_and_list_changed(tmp_path: Path, mode
         assert names[0] not in now and "bulk__tool_0002" in now and len(now - set(more)) >= 1
         called = await client.call_tool("fmos_call_tool", {"name": names[0], "arguments": {"query": "x"}})
         assert f"{names[0].removeprefix('bulk__')} ran with 'x'" in text_of(called)
+        assert names[0] not in {t.name for t in (await client.list_tools()).tools}  # called, not paged in
         unknown = await client.call_tool("fmos_activate_tools", {"names": ["bulk__nope"]})
         assert unknown.is_error and "bulk__nope" in text_of(unknown)
 

@@ -4,7 +4,9 @@
    short one-line descriptions, so the flat list here is smaller than real servers' and the ratio conservative)
    behind the gateway, once with `exposure: flat` and once `paged`: bytes and estimated tokens (bytes / 4) of
    everything `tools/list` returns, for 50, 500 and 5,000 tools.
-2. Search through the gateway: `fmos_search_tools` latency (p50, p95) as the host sees it, same catalogs.
+2. Search through the gateway: the first search (BM25, at once), the time until the semantic index is ready
+   (built on a worker thread; every tool is new to this fresh state), then `fmos_search_tools` latency (p50,
+   p95) as the host sees it, a new query each time, same catalogs.
 3. Offload end to end: `records` results of 1 KB to ~20 MB through the gateway: time, bytes the host gets, and
    recoverability (byte-exact `resources/read` against the digest, `fmos_query` of sampled records).
 
@@ -34,8 +36,10 @@ from bulk_server import record  # noqa: E402
 from fmos_mcp.app import AppConfig, build  # noqa: E402
 
 BULK = ROOT / "tests" / "servers" / "bulk_server.py"
-QUERIES = ["convert stocks data", "track flights for the user", "search recipes", "translate text", "book hotels",
-           "summarize news", "weather forecast", "list calendar events", "compare movies", "get music data"]
+# Every search a new query (a cached query embedding would flatter the figures): verb x topic x phrasing.
+QUERIES = [f"{how} {verb} {topic}" for how in ("help me", "I want to", "please")
+           for verb in ("find", "convert", "track", "book", "compare") for topic in
+           ("stock prices", "flight status", "recipes for dinner", "hotel rooms", "exchange rates")]
 
 
 def write(base: Path, tools: int, exposure: str) -> tuple[Path, Path]:
@@ -60,7 +64,11 @@ async def with_gateway(base: Path, tools: int, exposure: str, work: Any) -> Any:
         await tasks.start(app.background)
         await tasks.start(app.gateway.run)
         async with Client(app.gateway.face.server, mode="legacy") as client:
-            out = await work(client)
+            await client.list_tools()
+            with anyio.fail_after(120):  # a server with thousands of tools takes a while to come up
+                while len(next(iter(app.gateway.pools.values())).catalog.tools) < tools:
+                    await anyio.sleep(0.2)
+            out = await work(app, client)
         tasks.cancel_scope.cancel()
     return out
 
@@ -68,22 +76,35 @@ async def with_gateway(base: Path, tools: int, exposure: str, work: Any) -> Any:
 async def exposure_part(tmp: Path) -> list[dict[str, Any]]:
     rows = []
     for n in (50, 500, 5000):
-        async def listed(client: Client) -> list[Any]:
-            return (await client.list_tools()).tools
+        async def listed(app: Any, client: Client) -> list[Any]:
+            tools, cursor = [], None
+            while True:  # every page: what a host that lists everything pays
+                page = await client.list_tools(cursor=cursor)
+                tools += page.tools
+                cursor = page.next_cursor
+                if not cursor:
+                    return tools
 
         flat = await with_gateway(tmp / f"flat{n}", n, "flat", listed)
 
-        async def paged_run(client: Client) -> dict[str, Any]:
+        async def paged_run(app: Any, client: Client) -> dict[str, Any]:
             tools = (await client.list_tools()).tools
+            start = time.perf_counter()
+            await client.call_tool("fmos_search_tools", {"query": "warm up", "k": 5})
+            bm25_ready = (time.perf_counter() - start) * 1000
+            search, catalog = app.data.tools.search, next(iter(app.gateway.pools.values())).catalog
+            while search.embedder is not None and not search.cached(catalog).semantic:
+                await anyio.sleep(0.2)  # the semantic index is built on a worker thread
+            semantic_ready = time.perf_counter() - start
             times = []
-            for i in range(60):
+            for i in range(len(QUERIES) + 1):
                 start = time.perf_counter()
                 result = await client.call_tool("fmos_search_tools", {"query": QUERIES[i % len(QUERIES)], "k": 5})
                 times.append((time.perf_counter() - start) * 1000)
                 assert not result.is_error, result
-            first, rest = times[0], sorted(times[1:])  # the first search builds the index (and loads the model)
-            return {"tools": tools, "first_search_ms": round(first, 1), "search_p50_ms": round(rest[len(rest) // 2], 2),
-                    "search_p95_ms": round(rest[int(len(rest) * 0.95)], 2)}
+            rest = sorted(times)
+            return {"tools": tools, "first_search_ms": round(bm25_ready, 1), "semantic_ready_s": round(semantic_ready, 1),
+                    "search_p50_ms": round(rest[len(rest) // 2], 2), "search_p95_ms": round(rest[int(len(rest) * 0.95)], 2)}
 
         paged = await with_gateway(tmp / f"paged{n}", n, "paged", paged_run)
         fb, pb = list_bytes(flat), list_bytes(paged.pop("tools"))
@@ -94,7 +115,7 @@ async def exposure_part(tmp: Path) -> list[dict[str, Any]]:
 
 
 async def offload_part(tmp: Path) -> list[dict[str, Any]]:
-    async def run(client: Client) -> list[dict[str, Any]]:
+    async def run(app: Any, client: Client) -> list[dict[str, Any]]:
         out = []
         for count in (5, 100, 1000, 10000, 50000, 110000):
             start = time.perf_counter()

@@ -8,6 +8,7 @@ The gateway's own context tools (read, grep, query, search, activate, call, skil
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import anyio.to_thread
@@ -36,7 +37,7 @@ class ContextService:
         self.store = store
         self.paging = paging
         self.meta_tools = meta_tools  # own tools a paged host always sees
-        self._exposure: dict[int, bool] = {}  # id(catalog) -> paged?
+        self._exposure: dict[int, tuple[weakref.ref[Any], bool]] = {}  # id(catalog) -> (that catalog, paged?)
         self.skill_tools: dict[tuple[str, str], set[str]] = {}  # (tenant, session) -> tools a loaded skill brought
 
     async def __call__(self, request: MediatedRequest, call_next: CallNext) -> Any:
@@ -46,7 +47,7 @@ class ContextService:
             return self.paged_list(request)
         if request.method != "tools/call":
             return await call_next(request)
-        if request.server and request.server != OWN_SERVER and request.name:
+        if request.server and request.server != OWN_SERVER and request.name and request.origin is None:
             await self.activate(request, [request.name], notify=self.paged(request.pool.catalog))
         result = await call_next(request)
         if request.server and request.server != OWN_SERVER:
@@ -61,11 +62,13 @@ class ContextService:
         if mode != "auto":
             return mode == "paged"
         known = self._exposure.get(id(catalog))
-        if known is None:
-            if len(self._exposure) > 64:
-                self._exposure.clear()
-            known = self._exposure[id(catalog)] = tool_tokens(catalog.lists["tools"]) > self.config.auto_threshold_tokens
-        return known
+        if known is not None and known[0]() is catalog:  # an id may be reused once its catalog is gone
+            return known[1]
+        if len(self._exposure) > 64:
+            self._exposure.clear()
+        paged = tool_tokens(catalog.lists["tools"]) > self.config.auto_threshold_tokens
+        self._exposure[id(catalog)] = (weakref.ref(catalog), paged)
+        return paged
 
     def paged_list(self, request: MediatedRequest) -> types.ListToolsResult:
         catalog = request.pool.catalog

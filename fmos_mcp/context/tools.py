@@ -217,9 +217,9 @@ class ContextTools:
         inner = MediatedRequest(
             method="tools/call", host=request.host, server=route.server, name=name, target=route.target,
             arguments=arguments, params=types.CallToolRequestParams(name=name, arguments=arguments),
-            channel=request.channel, meta=request.meta, pool=request.pool,
+            channel=request.channel, meta=request.meta, pool=request.pool, origin="fmos_call_tool",
         )
-        return await request.pool.pipeline(inner)  # every trap sees the real call
+        return await request.pool.pipeline(inner)  # every trap sees the real call; it does not page the tool in
 
     # ----------------------------------------------------------------- skills
 
@@ -261,7 +261,7 @@ class ContextTools:
             return f"(the prompt {prompt} is no longer offered)"
         inner = MediatedRequest(method="prompts/get", host=request.host, server=route.server, name=prompt,
                                 target=route.target, params=types.GetPromptRequestParams(name=prompt),
-                                channel=request.channel, meta=request.meta, pool=request.pool)
+                                channel=request.channel, meta=request.meta, pool=request.pool, origin="fmos_skill_load")
         result = await request.pool.pipeline(inner)
         parts = [getattr(m.content, "text", "") for m in result.messages]
         return "\n\n".join(p for p in parts if p)

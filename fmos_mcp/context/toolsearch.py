@@ -1,12 +1,14 @@
-"""Tool search over a pool's catalog: one hybrid index per catalog version, built off the event loop.
+"""Tool search over a pool's catalog: one index per catalog, built off the event loop.
 
-The catalog is rebuilt on every list_changed, so the index follows it; embeddings are cached by content hash,
-so a rebuild embeds only tools whose definition is new.
+The catalog is rebuilt on every list_changed, so the index follows it. Embeddings are cached by content hash
+(in memory and in the state database), so a rebuild, or a restart, embeds only tools whose definition is new.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +16,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from fmos_mcp import logs
 from fmos_mcp.context.search import Doc, HybridIndex
+
+log = logs.get("fmos.context")
 
 KEEP = 8  # indexes kept (one per live catalog: per tenant and host profile)
 
@@ -29,38 +34,66 @@ class ToolHit:
 
 def tool_doc(name: str, server: str, tool: Any) -> Doc:
     props = list(((tool.input_schema or {}).get("properties") or {}).keys())
-    text = " ".join(p for p in (tool.title or "", tool.description or "", " ".join(props)) if p)
-    return Doc(id=name, text=text, group=server, title=name)
+    title = tool.title or (tool.annotations.title if tool.annotations else None) or ""
+    text = " ".join(p for p in (tool.description or "", " ".join(props)) if p)
+    return Doc(id=name, text=text, group=server, title=title)
 
 
 class ToolSearch:
+    """Indexes per catalog. A new catalog gets a BM25 index at once (milliseconds); the semantic one is built
+    on a worker thread (embedding thousands of new tools takes minutes on a small CPU) and replaces it when
+    ready, so a search never waits for the model."""
+
     def __init__(self, embedder: Any = None, db: Any = None) -> None:
         self.embedder = embedder
         self.db = db  # tool vectors persist there: a restart embeds nothing it has seen
-        self._indexes: OrderedDict[int, HybridIndex] = OrderedDict()
-        self._locks: dict[int, anyio.Lock] = {}
+        # id(catalog) -> (a weak reference to that catalog, its index): an id alone may be reused after the
+        # catalog is gone, the reference says whether it is still the same object.
+        self._indexes: OrderedDict[int, tuple[weakref.ref[Any], HybridIndex]] = OrderedDict()
+        self._guard = threading.Lock()  # the worker threads store into _indexes too
+        self._building = anyio.Lock()
+
+    def cached(self, catalog: Any) -> HybridIndex | None:
+        with self._guard:
+            entry = self._indexes.get(id(catalog))
+            if entry is None or entry[0]() is not catalog:
+                return None
+            self._indexes.move_to_end(id(catalog))
+            return entry[1]
+
+    def _store(self, catalog: Any, index: HybridIndex) -> None:
+        with self._guard:
+            self._indexes[id(catalog)] = (weakref.ref(catalog), index)
+            self._indexes.move_to_end(id(catalog))
+            while len(self._indexes) > KEEP:
+                self._indexes.popitem(last=False)
 
     async def index_for(self, catalog: Any) -> HybridIndex:
-        key = id(catalog)
-        index = self._indexes.get(key)
+        index = self.cached(catalog)
         if index is not None:
-            self._indexes.move_to_end(key)
             return index
-        lock = self._locks.setdefault(key, anyio.Lock())
-        async with lock:  # one build per catalog, however many searches arrive meanwhile
-            index = self._indexes.get(key)
+        async with self._building:  # one build per catalog, however many searches arrive meanwhile
+            index = self.cached(catalog)
             if index is None:
-                index = await anyio.to_thread.run_sync(self._build, catalog)
-                self._indexes[key] = index
-                while len(self._indexes) > KEEP:
-                    old, _ = self._indexes.popitem(last=False)
-                    self._locks.pop(old, None)
+                docs = [tool_doc(t.name, catalog.tools[t.name].server, t) for t in catalog.lists["tools"]]
+                index = await anyio.to_thread.run_sync(_index, docs, None, None)
+                self._store(catalog, index)
+                if self.embedder is not None:
+                    worker = threading.Thread(target=self._semantic, args=(weakref.ref(catalog), docs),
+                                              name="fmos-tool-embeddings", daemon=True)
+                    worker.start()
         return index
 
-    def _build(self, catalog: Any) -> HybridIndex:
-        index = HybridIndex(embedder=self.embedder, db=self.db)
-        index.replace([tool_doc(t.name, catalog.tools[t.name].server, t) for t in catalog.lists["tools"]])
-        return index
+    def _semantic(self, ref: weakref.ref[Any], docs: list[Doc]) -> None:
+        try:
+            index = _index(docs, self.embedder, self.db)
+        except Exception as exc:  # noqa: BLE001 - BM25 keeps serving; say why semantic search is missing
+            log.warning("semantic tool index failed; BM25 only", error=repr(exc))
+            return
+        catalog = ref()
+        if catalog is not None:
+            self._store(catalog, index)
+            log.info("semantic tool index ready", tools=len(docs))
 
     async def search(self, catalog: Any, query: str, k: int, server: str | None = None) -> list[ToolHit]:
         index = await self.index_for(catalog)
@@ -84,3 +117,9 @@ class ToolSearch:
             common = ", ".join(w for w, _ in sorted(words.items(), key=lambda kv: -kv[1])[:6])
             lines.append(f"{server}: {len(names)} tools ({common})")
         return lines
+
+
+def _index(docs: list[Doc], embedder: Any, db: Any) -> HybridIndex:
+    index = HybridIndex(embedder=embedder, db=db)
+    index.replace(docs)
+    return index

@@ -82,7 +82,8 @@ class ModelPlane:
         return any(spec.kind != "host" for spec in self.config.backends.values())
 
     def model_names(self) -> list[str]:
-        return list(self.config.backends)
+        """Models an OpenAI-compatible client may name: not the host's (that face has no MCP session)."""
+        return [name for name, spec in self.config.backends.items() if spec.kind != "host"]
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.budgets.run(task_status=task_status)

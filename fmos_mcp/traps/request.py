@@ -97,6 +97,8 @@ class MediatedRequest:
     reply_progress: Any = None
     # The pool serving this request (see `PoolView`): its catalog and pipeline, for the gateway's own tools.
     pool: Any = None
+    # None when a host (or downstream server) asked; else the gateway's own tool that made this request.
+    origin: str | None = None
     id: int = field(default_factory=lambda: next(_ids))
     started: float = field(default_factory=time.perf_counter)
     # Append-only record of trap decisions taken on this request; the trace reads it afterwards.
