@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from fmos_mcp.models.budget_commands import budget_show
-from fmos_mcp.models.budget_config import BudgetConfig, Degrade, check, duration
+from fmos_mcp.durations import duration
+from fmos_mcp.models.budget_config import BudgetConfig, Degrade, check
 from fmos_mcp.models.budgets import BudgetBook, Charge, Usage
 from fmos_mcp.models.pricing import DualPrice
 from fmos_mcp.state.db import StateDB

@@ -115,7 +115,7 @@ async def test_budgets_deny_and_degrade(tmp_path: Path, local_model: str) -> Non
     budgets = """
 budgets:
   limits:
-    - {id: big-tokens, resource: tokens, limit: 220, window: 1h, per: tenant, scope: {models: big},
+    - {id: big-tokens, resource: tokens, limit: 260, window: 1h, per: tenant, scope: {models: big},
        on_exceed: degrade, degrade: {model: local, reasoning: "off"}}
     - {id: all-requests, resource: requests, limit: 3, window: 1h, per: tenant}
     - {id: infra-calls, resource: tool_calls, limit: 2, window: 1h, per: tenant_server, scope: {servers: infra}}

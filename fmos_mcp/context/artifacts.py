@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fmos_mcp.durations import duration_text
 from fmos_mcp.state.db import StateDB
 
 URI_PREFIX = "fmos://artifacts/"
@@ -133,9 +134,4 @@ class ArtifactStore:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "until deleted"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    return "until deleted" if seconds is None else duration_text(seconds)

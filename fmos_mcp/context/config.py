@@ -27,8 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_DURATION = r"^[0-9]+(\.[0-9]+)?[smhd]?$"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from fmos_mcp.durations import duration
+
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -60,7 +60,7 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        "retention": {"type": ["string", "number"], "pattern": _DURATION},
+        "retention": {"type": ["string", "number"], "description": "seconds, or a number with s, m, h or d"},
         "skills": {
             "type": "object",
             "additionalProperties": False,
@@ -128,14 +128,6 @@ class ContextConfig:
         return threshold
 
 
-def duration(value: str | float | int) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    unit = value[-1] if value[-1] in _UNITS else "s"
-    number = value[:-1] if value[-1] in _UNITS else value
-    return float(number) * _UNITS[unit]
-
-
 def check(section: dict[str, Any]) -> list[tuple[str, str, str]]:
     errors = []
     for index, rule in enumerate((section.get("offload") or {}).get("rules", ())):
@@ -147,7 +139,9 @@ def check(section: dict[str, Any]) -> list[tuple[str, str, str]]:
                 errors.append(("context", f"offload.rules.{index}.{key}", f"bad glob {glob!r}: {exc}"))
         if rule.get("never") and "threshold_bytes" in rule:
             errors.append(("context", f"offload.rules.{index}", "a rule with never: true takes no threshold_bytes"))
-    retention = section.get("retention")
-    if isinstance(retention, str) and duration(retention) <= 0:
-        errors.append(("context", "retention", "must be longer than zero"))
+    if "retention" in section:
+        try:
+            duration(section["retention"])
+        except ValueError as exc:
+            errors.append(("context", "retention", str(exc)))
     return errors

@@ -186,7 +186,7 @@ class ContextTools:
             catalog = request.pool.catalog
             hits = await self.search.search(catalog, query, k, server=args.get("server"))
             tools = [{"name": h.name, "score": round(h.score, 4), "description": h.description} for h in hits]
-            servers = self.search.summaries(catalog)
+            servers = _browse(self.search.summaries(catalog), [h.server for h in hits])
             lines = [f"{t['name']} ({t['score']}): {t['description'][:160]}" for t in tools] or ["no tool matches"]
             text = "\n".join(lines) + "\n\nServers:\n" + "\n".join(servers)
             return tool_text(text, {"tools": tools, "servers": servers})
@@ -304,6 +304,18 @@ class ContextTools:
             text = "\n".join(f"#{m['id']} ({m['score']:.3f}) {m['text']}" for m in found) or "nothing remembered matches"
             return tool_text(text, {"memories": found})
         return await _guard(run)
+
+
+MAX_SERVER_LINES = 20
+
+
+def _browse(lines: list[str], hit_servers: list[str]) -> list[str]:
+    """At most MAX_SERVER_LINES server summaries: the servers of the hits first, then the rest by name."""
+    if len(lines) <= MAX_SERVER_LINES:
+        return lines
+    rank = {server: i for i, server in enumerate(dict.fromkeys(hit_servers))}
+    ordered = sorted(lines, key=lambda line: (rank.get(line.split(":", 1)[0], len(rank)), line))
+    return [*ordered[:MAX_SERVER_LINES], f"... and {len(lines) - MAX_SERVER_LINES} more servers (search with server=NAME)"]
 
 
 def _int(args: dict[str, Any], key: str, default: int, minimum: int) -> int:

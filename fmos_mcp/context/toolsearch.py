@@ -52,6 +52,7 @@ class ToolSearch:
         self._indexes: OrderedDict[int, tuple[weakref.ref[Any], HybridIndex]] = OrderedDict()
         self._guard = threading.Lock()  # the worker threads store into _indexes too
         self._building = anyio.Lock()
+        self._abouts: dict[int, tuple[weakref.ref[Any], dict[str, str], list[str]]] = {}
 
     def cached(self, catalog: Any) -> HybridIndex | None:
         with self._guard:
@@ -98,25 +99,39 @@ class ToolSearch:
     async def search(self, catalog: Any, query: str, k: int, server: str | None = None) -> list[ToolHit]:
         index = await self.index_for(catalog)
         hits = await anyio.to_thread.run_sync(lambda: index.search(query, k, group=server))
-        described = {t.name: t.description or t.title or "" for t in catalog.lists["tools"]}
+        described = self._about(catalog)[0]
         return [ToolHit(h.id, h.score, h.group, described.get(h.id, "")) for h in hits]
 
-    @staticmethod
-    def summaries(catalog: Any) -> list[str]:
-        """One line per server: how many tools, and the words its tool names use most."""
-        by_server: dict[str, list[str]] = defaultdict(list)
-        for route in catalog.tools.values():
-            by_server[route.server].append(route.target)
-        lines = []
-        for server, names in sorted(by_server.items()):
-            words: dict[str, int] = defaultdict(int)
-            for n in names:
-                for w in re.split(r"[_\-.\s]+|(?<=[a-z])(?=[A-Z])", n):
-                    if len(w) > 2:
-                        words[w.lower()] += 1
-            common = ", ".join(w for w, _ in sorted(words.items(), key=lambda kv: -kv[1])[:6])
-            lines.append(f"{server}: {len(names)} tools ({common})")
-        return lines
+    def summaries(self, catalog: Any) -> list[str]:
+        return self._about(catalog)[1]
+
+    def _about(self, catalog: Any) -> tuple[dict[str, str], list[str]]:
+        """Descriptions by name and the server summaries of a catalog, computed once per catalog (thousands
+        of tools cost milliseconds per search otherwise)."""
+        entry = self._abouts.get(id(catalog))
+        if entry is None or entry[0]() is not catalog:
+            if len(self._abouts) > KEEP:
+                self._abouts.clear()
+            described = {t.name: t.description or t.title or "" for t in catalog.lists["tools"]}
+            entry = self._abouts[id(catalog)] = (weakref.ref(catalog), described, server_summaries(catalog))
+        return entry[1], entry[2]
+
+
+def server_summaries(catalog: Any) -> list[str]:
+    """One line per server: how many tools, and the words its tool names use most."""
+    by_server: dict[str, list[str]] = defaultdict(list)
+    for route in catalog.tools.values():
+        by_server[route.server].append(route.target)
+    lines = []
+    for server, names in sorted(by_server.items()):
+        words: dict[str, int] = defaultdict(int)
+        for n in names:
+            for w in re.split(r"[_\-.\s]+|(?<=[a-z])(?=[A-Z])", n):
+                if len(w) > 2:
+                    words[w.lower()] += 1
+        common = ", ".join(w for w, _ in sorted(words.items(), key=lambda kv: -kv[1])[:6])
+        lines.append(f"{server}: {len(names)} tools ({common})")
+    return lines
 
 
 def _index(docs: list[Doc], embedder: Any, db: Any) -> HybridIndex:

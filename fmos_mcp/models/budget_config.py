@@ -23,9 +23,10 @@ budgets:
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from fmos_mcp.durations import duration, duration_text as window_text
 
 RESOURCES = ("tokens_in", "tokens_out", "tokens", "requests", "tool_calls", "bytes", "judge_calls")
 # Resources a model call spends: only these can be degraded to a cheaper model or a lower reasoning level.
@@ -37,8 +38,6 @@ PER_FIELDS: dict[str, tuple[str, ...]] = {
     "tenant_model": ("tenant", "model"), "shared": (),
 }
 REASONING = ("off", "low", "medium")
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _GLOBS = {"oneOf": [{"type": "string", "minLength": 1},
                     {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}]}
 _DURATION_SCHEMA = {"type": ["string", "number"],
@@ -214,29 +213,6 @@ def _globs(value: str | list[str] | None) -> tuple[str, ...]:
     if value is None:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
-
-
-def duration(value: str | float | int) -> float:
-    """Seconds from 90, "90", "90s", "1m", "1.5h", "1d"; ValueError names what is wrong."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        found = _DURATION.match(value)
-        if not found:
-            raise ValueError(f"{value!r} is not a duration: use seconds or a number with s, m, h or d (e.g. 1m, 1d)")
-        seconds = float(found.group(1)) * _UNITS[found.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
-    return seconds
-
-
-def window_text(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def check(section: dict[str, Any]) -> list[tuple[str, str, str]]:
