@@ -253,3 +253,14 @@ async def test_memory_is_per_tenant(tmp_path: Path) -> None:
     async with gateway(tmp_path, tenant="beta") as (_, client):
         found = await client.call_tool("fmos_recall", {"query": "database fail over", "k": 3})
         assert found.structured_content["memories"] == []
+
+
+async def test_the_gateways_own_resource_templates_behave(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as (_, client):
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        assert "fmos://artifacts/{id}" in templates
+        ref = types.ResourceTemplateReference(type="ref/resource", uri="fmos://artifacts/{id}")
+        completion = await client.complete(ref, {"name": "id", "value": "0"})
+        assert completion.completion.values == []
+        with pytest.raises(MCPError, match="fmos://artifacts/"):
+            await client.read_resource("fmos://artifacts/not-an-id")

@@ -138,7 +138,9 @@ class ContextTools:
             offset, limit = _int(args, "offset", 0, 0), _int(args, "limit", READ_LIMIT, 1)
             chunk, next_offset, total = readers.read(artifact.data, offset, limit, binary=artifact.kind == "blob")
             tail = f"; continue with offset {next_offset}" if next_offset is not None else "; end of the result"
-            header = f"[bytes {offset}-{offset + len(chunk.encode()) if artifact.kind != 'blob' else next_offset or total} of {total}{tail}]\n"
+            end = next_offset if next_offset is not None else total
+            shown = "base64 of bytes" if artifact.kind == "blob" else "bytes"
+            header = f"[{shown} {offset}-{end} of {total}{tail}]\n"
             return tool_text(header + chunk, {"uri": artifact.uri, "offset": offset, "next_offset": next_offset,
                                               "total": total, "text": chunk})
         return await _guard(run)

@@ -150,8 +150,8 @@ class Router:
             server_name = catalog.template_owner(ref.uri) or catalog.route_resource(ref.uri)
             if server_name is None:
                 raise MCPError(code=INVALID_PARAMS, message=f"Resource not found: {ref.uri}", data={"uri": ref.uri})
-        server = self.pool.servers[server_name]
-        if server.server_caps is None or server.server_caps.completions is None:
+        server = self.pool.servers.get(server_name)  # None: the gateway's own template (nothing to complete)
+        if server is None or server.server_caps is None or server.server_caps.completions is None:
             return types.CompleteResult(completion=types.Completion(values=[]))
         downstream = types.CompleteRequest(params=params.model_copy(update={"ref": ref}))
         try:

@@ -41,13 +41,17 @@ class ModelService:
     def __init__(self, plane: ModelPlane, knowledge: Any = None) -> None:
         self.plane = plane
         self.knowledge = knowledge  # recall(tenant, query, k) -> [{"text": ...}]: the data plane's memory
+        # Tool calls are metered only when a budget counts them (sizing a 20 MB result is not free).
+        resources = {b.resource for b in plane.budgets.config.budgets}
+        self.meter_calls = bool(resources & {"tool_calls", "bytes"})
+        self.meter_bytes = "bytes" in resources
 
     async def __call__(self, request: MediatedRequest, call_next: CallNext) -> Any:
         if request.direction is Direction.TO_HOST:
             if request.method == "sampling/createMessage":
                 return await self._sampling(request, call_next)
             return await call_next(request)
-        if request.method == "tools/call" and request.server and request.server != OWN_SERVER:
+        if request.method == "tools/call" and self.meter_calls and request.server and request.server != OWN_SERVER:
             return await self._tool_call(request, call_next)
         return await call_next(request)
 
@@ -132,7 +136,7 @@ class ModelService:
     # ----------------------------------------------------------------- tool-call budgets
 
     async def _tool_call(self, request: MediatedRequest, call_next: CallNext) -> Any:
-        sent = json_bytes(dict(request.arguments))
+        sent = json_bytes(dict(request.arguments)) if self.meter_bytes else None
         verdict = self.plane.budgets.check(Charge(request.host.tenant, Usage(tool_calls=1, bytes=sent),
                                                   server=request.server))
         if not verdict.allowed:
@@ -145,7 +149,8 @@ class ModelService:
         except BaseException:
             self.plane.budgets.release(verdict)
             raise
-        self.plane.budgets.commit(verdict, Usage(tool_calls=1, bytes=sent + content_bytes(result)))
+        moved = sent + content_bytes(result) if sent is not None else None
+        self.plane.budgets.commit(verdict, Usage(tool_calls=1, bytes=moved))
         return result
 
     # ----------------------------------------------------------------- vfm_generate
