@@ -88,7 +88,7 @@ def build(config: AppConfig) -> App:
     if config.trust:
         interceptors.append(trust.service)
     # Budgets before the data plane (a refused call costs nothing); the gateway's own tools last, after every trap.
-    interceptors += [model_service, data.service, own]  # last: the gateway's own tools are answered after every trap has seen them
+    interceptors += [model_service, data.service, own]
     policies = trust.policies
     identity = Identity(config.tenant or policies.tenant or "local",
                         config.roles if config.roles is not None else policies.roles)

@@ -27,6 +27,8 @@ _PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DEFAULT_TIMEOUT = 60.0
 
 
+RESERVED_NAME = "fmos"  # the gateway's own tools are listed as this server (gateway/own.py)
+
 @dataclass(frozen=True)
 class ConfigError:
     """One problem in one place: file, server (when known), key (when known)."""
@@ -177,6 +179,9 @@ def _parse_entry(
 ) -> ServerSpec | None:
     if not name or not name.strip():
         errors.append(ConfigError(label, "server names must not be empty", server=name))
+        return None
+    if name == RESERVED_NAME:
+        errors.append(ConfigError(label, f"the name '{RESERVED_NAME}' is the gateway's own; choose another", server=name))
         return None
     if not isinstance(entry, dict):
         errors.append(ConfigError(label, "must be an object", server=name))

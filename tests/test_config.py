@@ -124,3 +124,10 @@ def test_shipped_examples_are_valid() -> None:
     config = load_servers_dir(root / "servers.d")
     assert config.errors == []
     assert {"infra", "time", "everything", "files"} <= set(config.servers)
+
+
+def test_the_gateways_own_server_name_is_reserved(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"mcpServers": {"fmos": {"command": "x"}, "ok": {"command": "y"}}}')
+    config = load_servers_dir(tmp_path)
+    assert list(config.servers) == ["ok"]
+    assert any("'fmos' is the gateway's own" in str(e) and "fmos" in str(e) for e in config.errors)

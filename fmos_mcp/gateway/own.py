@@ -14,11 +14,12 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
+from fmos_mcp.config import RESERVED_NAME
 from fmos_mcp.gateway.catalog import ServerListing
 from fmos_mcp.traps.pipeline import CallNext
 from fmos_mcp.traps.request import MediatedRequest
 
-OWN_SERVER = "fmos"
+OWN_SERVER = RESERVED_NAME  # servers.d may not use it
 
 ToolRun = Callable[[MediatedRequest, dict[str, Any]], Awaitable[types.CallToolResult]]
 ResourceRead = Callable[[MediatedRequest, str], Awaitable[types.ReadResourceResult]]
