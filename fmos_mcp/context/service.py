@@ -8,7 +8,6 @@ The gateway's own context tools (read, grep, query, search, activate, call, skil
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import anyio.to_thread
@@ -37,7 +36,6 @@ class ContextService:
         self.store = store
         self.paging = paging
         self.meta_tools = meta_tools  # own tools a paged host always sees
-        self._exposure: dict[int, tuple[weakref.ref[Any], bool]] = {}  # id(catalog) -> (that catalog, paged?)
         self.skill_tools: dict[tuple[str, str], set[str]] = {}  # (tenant, session) -> tools a loaded skill brought
 
     async def __call__(self, request: MediatedRequest, call_next: CallNext) -> Any:
@@ -61,14 +59,8 @@ class ContextService:
         mode = self.config.exposure
         if mode != "auto":
             return mode == "paged"
-        known = self._exposure.get(id(catalog))
-        if known is not None and known[0]() is catalog:  # an id may be reused once its catalog is gone
-            return known[1]
-        if len(self._exposure) > 64:
-            self._exposure.clear()
-        paged = tool_tokens(catalog.lists["tools"]) > self.config.auto_threshold_tokens
-        self._exposure[id(catalog)] = (weakref.ref(catalog), paged)
-        return paged
+        tokens = catalog.memo("context.tool_tokens", lambda: tool_tokens(catalog.lists["tools"]))
+        return tokens > self.config.auto_threshold_tokens
 
     def paged_list(self, request: MediatedRequest) -> types.ListToolsResult:
         catalog = request.pool.catalog

@@ -1,4 +1,4 @@
-"""Tool search over a pool's catalog: one index per catalog, built off the event loop.
+"""Tool search over a pool's catalog: one index per catalog version (kept with it), built off the event loop.
 
 The catalog is rebuilt on every list_changed, so the index follows it. Embeddings are cached by content hash
 (in memory and in the state database), so a rebuild, or a restart, embeds only tools whose definition is new.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import weakref
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from fmos_mcp.context.search import Doc, HybridIndex
 
 log = logs.get("fmos.context")
 
-KEEP = 8  # indexes kept (one per live catalog: per tenant and host profile)
+INDEX = "toolsearch.index"  # the catalog's `derived` key: BM25 at first, then the semantic index
 
 
 @dataclass(frozen=True)
@@ -47,27 +47,15 @@ class ToolSearch:
     def __init__(self, embedder: Any = None, db: Any = None) -> None:
         self.embedder = embedder
         self.db = db  # tool vectors persist there: a restart embeds nothing it has seen
-        # id(catalog) -> (a weak reference to that catalog, its index): an id alone may be reused after the
-        # catalog is gone, the reference says whether it is still the same object.
-        self._indexes: OrderedDict[int, tuple[weakref.ref[Any], HybridIndex]] = OrderedDict()
-        self._guard = threading.Lock()  # the worker threads store into _indexes too
         self._building = anyio.Lock()
-        self._abouts: dict[int, tuple[weakref.ref[Any], dict[str, str], list[str]]] = {}
 
-    def cached(self, catalog: Any) -> HybridIndex | None:
-        with self._guard:
-            entry = self._indexes.get(id(catalog))
-            if entry is None or entry[0]() is not catalog:
-                return None
-            self._indexes.move_to_end(id(catalog))
-            return entry[1]
+    @staticmethod
+    def cached(catalog: Any) -> HybridIndex | None:
+        return catalog.derived.get(INDEX)
 
-    def _store(self, catalog: Any, index: HybridIndex) -> None:
-        with self._guard:
-            self._indexes[id(catalog)] = (weakref.ref(catalog), index)
-            self._indexes.move_to_end(id(catalog))
-            while len(self._indexes) > KEEP:
-                self._indexes.popitem(last=False)
+    @staticmethod
+    def _store(catalog: Any, index: HybridIndex) -> None:
+        catalog.derived[INDEX] = index  # one assignment: a worker thread may make it too
 
     async def index_for(self, catalog: Any) -> HybridIndex:
         index = self.cached(catalog)
@@ -105,16 +93,12 @@ class ToolSearch:
     def summaries(self, catalog: Any) -> list[str]:
         return self._about(catalog)[1]
 
-    def _about(self, catalog: Any) -> tuple[dict[str, str], list[str]]:
-        """Descriptions by name and the server summaries of a catalog, computed once per catalog (thousands
-        of tools cost milliseconds per search otherwise)."""
-        entry = self._abouts.get(id(catalog))
-        if entry is None or entry[0]() is not catalog:
-            if len(self._abouts) > KEEP:
-                self._abouts.clear()
-            described = {t.name: t.description or t.title or "" for t in catalog.lists["tools"]}
-            entry = self._abouts[id(catalog)] = (weakref.ref(catalog), described, server_summaries(catalog))
-        return entry[1], entry[2]
+    @staticmethod
+    def _about(catalog: Any) -> tuple[dict[str, str], list[str]]:
+        """Descriptions by name and the server summaries, once per catalog (thousands of tools cost
+        milliseconds per search otherwise)."""
+        return catalog.memo("toolsearch.about", lambda: (
+            {t.name: t.description or t.title or "" for t in catalog.lists["tools"]}, server_summaries(catalog)))
 
 
 def server_summaries(catalog: Any) -> list[str]:

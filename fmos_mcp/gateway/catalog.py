@@ -75,6 +75,14 @@ class Catalog:
     conflicts: list[str] = field(default_factory=list)
     _templates: list[_TemplateRoute] = field(default_factory=list)
     _pages: dict[tuple[ListKind, int, int], WirePage] = field(default_factory=dict)
+    # What services derive from this version (a search index, a size): it lives and dies with the catalog.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: str, compute: Any) -> Any:
+        """`derived[key]`, computed by `compute()` the first time it is asked for."""
+        if key not in self.derived:
+            self.derived[key] = compute()
+        return self.derived[key]
 
     def route_resource(self, uri: str) -> str | None:
         server = self.resources.get(uri)

@@ -292,19 +292,18 @@ class UpstreamFace:
 
     async def _mediate(self, ctx: ServerRequestContext[Any], pool: DownstreamPool, request: MediatedRequest) -> Any:
         pool.last_used = anyio.current_time()
-        request = request.evolve(pool=pool)
         leg = RequestChannel(ctx.session, ctx.request_id, timeout=self.rounds.ttl)
         caps = request.host.capabilities
         askable = caps.sampling or caps.elicitation or caps.roots  # downstreams are offered exactly these
         if not (askable and is_modern(ctx.protocol_version) and request.method in _ROUND_METHODS):
-            return await pool.pipeline(request.evolve(channel=leg))
+            return await pool.pipeline(request.evolve(channel=leg, pool=pool))
         # A modern host cannot be asked mid-call: the work may outlive this request, across retries.
         params = request.params
         binding = RoundBinding(request.host.tenant, request.method, request.name or "")
         if params.request_state:
             rnd = self.rounds.resume(params.request_state, binding, params.input_responses, leg)
         else:
-            rnd = self.rounds.start(binding, lambda channel: pool.pipeline(request.evolve(channel=channel)), leg)
+            rnd = self.rounds.start(binding, lambda channel: pool.pipeline(request.evolve(channel=channel, pool=pool)), leg)
         return await self.rounds.next_answer(rnd)
 
     # ----------------------------------------------------------------- HostNotifier
