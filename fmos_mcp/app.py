@@ -3,7 +3,9 @@ the gateway (pools, face) and the pipeline of interceptors from what is enabled.
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
@@ -15,6 +17,10 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from fmos_mcp import logs
 from fmos_mcp.config import ConfigError, ServersConfig, load_servers_dir
 from fmos_mcp.context.plane import DataPlane
+from fmos_mcp.evolve.config import EvolveConfig
+from fmos_mcp.evolve.routes import RouteTable
+from fmos_mcp.evolve.runtime import TrustVersions, adopt_policy_files
+from fmos_mcp.evolve.versions import VersionStore
 from fmos_mcp.gateway.core import Gateway, GatewaySettings
 from fmos_mcp.gateway.own import OwnServices
 from fmos_mcp.models.plane import ModelPlane
@@ -52,6 +58,8 @@ class App:
     data: DataPlane
     models: ModelPlane
     gateway: Gateway
+    versions: VersionStore
+    trust_versions: TrustVersions
 
     @property
     def errors(self) -> list[ConfigError]:
@@ -63,6 +71,7 @@ class App:
             await tasks.start(self.traces.run)
             await tasks.start(self.trust.audit.run)
             await tasks.start(self.trust.watch_pins, self.gateway.refresh_catalogs)
+            await tasks.start(self.trust_versions.watch, self.gateway.refresh_catalogs)
             await tasks.start(self.data.run)
             await tasks.start(self.models.run)
             task_status.started()
@@ -75,8 +84,10 @@ def build(config: AppConfig) -> App:
     for error in servers.errors:
         log.error("configuration error", detail=str(error))
     db = StateDB(config.state_dir)
-    traces = TraceStore(db)
-    trust = TrustPlane.build(config.policies_dir, db)
+    versions = VersionStore(db)
+    policies_version = adopt_policy_files(versions, config.policies_dir)
+    trust = TrustPlane.build(config.policies_dir, db, json.loads(policies_version.body) if policies_version else None)
+    traces = TraceStore(db, key=trust.service.key)
     own = OwnServices()
     sections = trust.policies.sections
     data = DataPlane.build(sections.get("context"), db, config.policies_dir, own)
@@ -84,9 +95,13 @@ def build(config: AppConfig) -> App:
     model_service = ModelService(models, knowledge=data.tools.memory)
     own.add(model_service.own_tools())
     trust.service.judges.ask = model_service.judge_ask  # judges route and count like any model request
+    trust_versions = TrustVersions(trust.service, versions, EvolveConfig.from_section(sections.get("evolve")))
+    trust_versions.policies_sha = policies_version.sha256 if policies_version else None
+    trust_versions.on_routing = _learned_routes(models)
+    trust_versions.reload()
     interceptors: list[Interceptor] = [TracingInterceptor(traces)]
     if config.trust:
-        interceptors.append(trust.service)
+        interceptors.append(trust_versions)
     # Budgets before the data plane (a refused call costs nothing); the gateway's own tools last, after every trap.
     interceptors += [model_service, data.service, own]
     policies = trust.policies
@@ -98,10 +113,17 @@ def build(config: AppConfig) -> App:
         config.settings,
         default_identity=identity,
         transport=config.transport,
-        transforms=[own.extend_catalog, data.strip_output_schemas, *([trust.vetting] if config.trust else [])],
+        transforms=[own.extend_catalog, data.strip_output_schemas, *([trust_versions.vet] if config.trust else [])],
         offer=_offer_sampling if models.serves_sampling else None,
     )
-    return App(config, servers, db, traces, trust, own, data, models, gateway)
+    return App(config, servers, db, traces, trust, own, data, models, gateway, versions, trust_versions)
+
+
+def _learned_routes(models: ModelPlane) -> Callable[[str | None], None]:
+    """A routing version's body into the model plane's router (None: rules only)."""
+    def apply(body: str | None) -> None:
+        models.set_learned(RouteTable.from_json(body) if body else None)
+    return apply
 
 
 def _offer_sampling(caps: HostCapabilities) -> HostCapabilities:

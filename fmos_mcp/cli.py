@@ -15,6 +15,7 @@ import anyio
 
 from fmos_mcp import __version__, hostconfig, logs, paths
 from fmos_mcp.app import App, AppConfig, build
+from fmos_mcp.evolve import commands as evolve
 from fmos_mcp.gateway.core import GatewaySettings
 from fmos_mcp.gateway.downstream import ServerState
 from fmos_mcp.gateway.http import HttpOptions, is_loopback
@@ -113,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     _dirs(trace)
     trace.add_argument("--last", type=int, default=20)
     trace.add_argument("--json", action="store_true")
+    trace_sub = trace.add_subparsers(dest="trace_command")
+    export = trace_sub.add_parser("export", help="every trace row as JSON Lines, without personal data or secrets")
+    _dirs(export)
+    export.add_argument("--out", type=Path, default=None, help="default: standard output")
+    export.add_argument("--last", type=int, default=None, help="only the last N rows")
+    export.add_argument("--only-tenant", dest="only_tenant", default=None, help="only this tenant's rows")
+
+    _evolve_parser(sub)
 
     policy = sub.add_parser("policy", help="policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
@@ -143,6 +152,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _evolve_parser(sub: Any) -> None:
+    evolve = sub.add_parser("evolve", help="learn traps and routes from traces; versions, canaries, rollback")
+    evolve_sub = evolve.add_subparsers(dest="evolve_command", required=True)
+    train = evolve_sub.add_parser("train", help="fit a trap model on the traces; report on held-back sessions")
+    _dirs(train)
+    train.add_argument("--holdout", type=float, default=0.3, help="share of the latest sessions held back")
+    train.add_argument("--out", type=Path, default=None, help="write the model (JSON) here")
+    train.add_argument("--json", action="store_true")
+    propose = evolve_sub.add_parser("propose", help="record a candidate version")
+    _dirs(propose)
+    propose.add_argument("kind", choices=["trap-model", "routing", "policies", "skills"])
+    propose.add_argument("--from", dest="source", type=Path, default=None,
+                         help="a model or table file, or a policies or skills directory; default: learn from the "
+                              "traces (trap-model, routing) or the configured directory")
+    propose.add_argument("--note", default=None)
+    evaluate = evolve_sub.add_parser("eval", help="replay traces and evaluation sets through current and candidate")
+    _dirs(evaluate)
+    evaluate.add_argument("candidate", help="a version id (7) or kind@version (trap-model@2)")
+    evaluate.add_argument("--evalset", type=Path, action="append", default=[],
+                          help="JSON Lines of labelled calls (repeatable); default: evalsets/*.jsonl beside policies/")
+    evaluate.add_argument("--json", action="store_true")
+    canary = evolve_sub.add_parser("canary", help="serve an evaluated candidate to a share of sessions")
+    _dirs(canary)
+    canary.add_argument("candidate")
+    canary.add_argument("--share", type=float, required=True, help="percentage of sessions")
+    promote = evolve_sub.add_parser("promote", help="make an evaluated candidate the active version")
+    _dirs(promote)
+    promote.add_argument("candidate")
+    rollback = evolve_sub.add_parser("rollback", help="stop a canary, or go back to the previous (or a given) version")
+    _dirs(rollback)
+    rollback.add_argument("version", nargs="?", default=None)
+    rollback.add_argument("--kind", choices=["trap-model", "routing", "policies", "skills"], default=None)
+    history = evolve_sub.add_parser("log", help="versions and the history of what was done to them")
+    _dirs(history)
+    history.add_argument("--last", type=int, default=50)
+    history.add_argument("--json", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -152,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "serve": _serve, "servers": _servers, "tools": _tools, "trace": _trace,
         "install": _install, "uninstall": _uninstall, "config": _config_import,
-        "policy": _policy, "audit": _audit, "token": _token, "budget": _budget,
+        "policy": _policy, "audit": _audit, "token": _token, "budget": _budget, "evolve": _evolve,
     }[args.command]
     try:
         return handler(args)
@@ -363,6 +410,8 @@ def _report(outcome: hostconfig.Outcome, dry_run: bool, done: str) -> None:
 # ----------------------------------------------------------------------------- trace
 
 def _trace(args: argparse.Namespace) -> int:
+    if args.trace_command == "export":
+        return _trace_export(args)
     state_dir = args.state_dir or paths.user_state_dir()
     if not (state_dir / "fmos.sqlite3").exists():
         print(f"no state database in {state_dir} yet: run `fmos-mcp serve` first", file=sys.stderr)
@@ -377,6 +426,42 @@ def _trace(args: argparse.Namespace) -> int:
         row["traps"] = ",".join(t["decision"] for t in row["traps"]) or ""
     _table(rows, ["time", "tenant", "method", "server", "name", "ms", "outcome", "traps", "error"])
     return 0
+
+
+def _trace_export(args: argparse.Namespace) -> int:
+    def export() -> int:
+        ctx = _evolve_context(args)
+        if args.out is None:
+            return evolve.trace_export(ctx, sys.stdout, last=args.last, tenant=args.only_tenant)
+        with args.out.open("w", encoding="utf-8") as out:
+            return evolve.trace_export(ctx, out, last=args.last, tenant=args.only_tenant)
+    return evolve.run(export)
+
+
+# ----------------------------------------------------------------------------- evolve
+
+def _evolve_context(args: argparse.Namespace) -> evolve.Context:
+    config = _config(args)
+    return evolve.Context.open(config.state_dir, config.policies_dir, config.servers_dir)
+
+
+def _evolve(args: argparse.Namespace) -> int:
+    def dispatch() -> int:
+        ctx, command = _evolve_context(args), args.evolve_command
+        if command == "train":
+            return evolve.train(ctx, holdout=args.holdout, out=args.out, as_json=args.json)
+        if command == "propose":
+            return evolve.propose(ctx, args.kind, args.source, args.note)
+        if command == "eval":
+            return evolve.evaluate(ctx, args.candidate, args.evalset, as_json=args.json)
+        if command == "canary":
+            return evolve.canary(ctx, args.candidate, args.share)
+        if command == "promote":
+            return evolve.promote(ctx, args.candidate)
+        if command == "rollback":
+            return evolve.rollback(ctx, args.version, args.kind)
+        return evolve.log(ctx, args.last, args.json)
+    return evolve.run(dispatch)
 
 
 # ----------------------------------------------------------------------------- trust plane

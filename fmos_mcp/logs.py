@@ -57,9 +57,19 @@ def secrets_of(*groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(v for v in found if len(v) >= 6)
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written (a test harness or a host may replace it later)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", *, stream: Any = None) -> None:
     """Route structlog and the standard library (the MCP SDK, uvicorn) to one JSON stream on stderr."""
-    stream = stream or sys.stderr
+    stream = stream or _Stderr()
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO

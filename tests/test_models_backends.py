@@ -451,3 +451,40 @@ def test_a_section_without_backends_gets_the_host() -> None:
     assert Router(config).choose(Features(host_has_sampling=True)).chain == ("host",)
     with pytest.raises(RoutingError, match="no backend can serve"):
         Router(config).choose(Features())
+
+
+# ----------------------------------------------------------------------------- the prompted knob
+
+
+def test_prompted_knob_off_asks_for_the_answer_alone() -> None:
+    body, record = apply("prompted", ReasoningSetting("off"), {**BODY, "messages": [{"role": "user", "content": "2+2?"}]})
+    assert body["messages"][0] == {"role": "system", "content": record["instruction"]} and record["words"] == 0
+    assert "only the final answer" in record["instruction"] and record["applied"]
+    assert body["messages"][1]["content"] == "2+2?" and "reasoning_effort" not in body and BODY["messages"] == []
+
+
+def test_prompted_knob_allowance_grows_per_level_and_joins_the_system_text() -> None:
+    words = [apply("prompted", ReasoningSetting(level), BODY)[1]["words"] for level in ("low", "medium", "high")]
+    assert words == [30, 80, 200]
+    system = {**BODY, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}]}
+    body, record = apply("prompted", ReasoningSetting("medium"), system)
+    assert len(body["messages"]) == 2 and body["messages"][0]["content"] == "Be brief.\n\n" + record["instruction"]
+    assert "at most 80 words" in record["instruction"] and "Answer:" in record["instruction"]
+
+
+def test_prompted_knob_clamps_to_max_tokens_and_reads_token_budgets() -> None:
+    assert apply("prompted", ReasoningSetting("high"), {**BODY, "max_tokens": 96})[1]["words"] == 60  # (96 - 16) * 3/4
+    assert apply("prompted", ReasoningSetting("low"), {**BODY, "max_tokens": 10})[1]["words"] == 0  # no room: directly
+    assert apply("prompted", ReasoningSetting(budget_tokens=100), BODY)[1]["words"] == 75
+    assert "only the final answer" in apply("prompted", ReasoningSetting(budget_tokens=0), BODY)[1]["instruction"]
+
+
+async def test_local_model_takes_the_prompted_knob(local_model: str) -> None:
+    backend = OpenAIBackend(spec(base_url=local_model, knob="prompted"))
+    request = GenerationRequest.prompt("What is 2 + 3?", max_tokens=48, temperature=0, reasoning=ReasoningSetting("low"))
+    try:
+        generation = await backend.generate(request)
+    finally:
+        await backend.aclose()
+    assert generation.text.strip() and generation.reasoning_applied["knob"] == "prompted"
+    assert generation.reasoning_applied["words"] == 24 and generation.usage.input_tokens > 30  # the instruction went

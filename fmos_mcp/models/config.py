@@ -10,7 +10,7 @@ models:
       api_key_env: null         # the NAME of the environment variable holding the key, never the key
       timeout: 60               # seconds per attempt
       retries: 2                # extra attempts on connect errors, 429 and 5xx
-      knob: none                # reasoning knob: effort | budget_tokens | thinking_switch | none
+      knob: none                # reasoning knob: effort | budget_tokens | thinking_switch | prompted | none
       price_in: 0               # USD per 1M input tokens (for cost accounting)
       price_out: 0              # USD per 1M output tokens
       cost: 0.0                 # 0..1 scores for MCP modelPreferences (cost: 1 is the most expensive)

@@ -4,13 +4,14 @@ budget (paper: the Composition Optimizer and its reasoning knob).
 One path for every face (`vfm_generate`, a downstream's sampling request, `/v1/chat/completions`):
 route -> budget check (deny, or degrade to a cheaper model / lower level) -> the backend chain -> settle the
 budget with the backend's own usage -> a routing record on the request's trail (what a learned router needs).
+`set_learned` swaps in the route table learned from those records (`fmos_mcp.evolve.routes`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -25,6 +26,9 @@ from fmos_mcp.models.routing import Features, RouteDecision, Router, RoutingErro
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.traps.request import MediatedRequest
 from fmos_mcp.traps.trap import TrapKind, TrapRecord
+
+if TYPE_CHECKING:
+    from fmos_mcp.evolve.routes import RouteTable
 
 log = logs.get("fmos.models")
 # Chat templates wrap every prompt (role markers, a default system text): what characters / 4 misses. An
@@ -53,6 +57,8 @@ class Served:
                "usage": {"input_tokens": g.usage.input_tokens, "output_tokens": g.usage.output_tokens,
                          "estimated": g.usage.estimated},
                "cost_usd": round(self.cost, 8), "latency_ms": round(g.latency_ms, 2), "finish_reason": g.finish_reason}
+        if self.decision.explored:
+            out["explored"] = True
         if g.failed:
             out["failed"] = list(g.failed)
         if self.degraded:
@@ -88,6 +94,12 @@ class ModelPlane:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.budgets.run(task_status=task_status)
 
+    def set_learned(self, table: RouteTable | None) -> None:
+        """Route by a learned table from now on (None: by the operator's rules alone). One assignment: a request
+        being routed sees the old table or the new one, never a mix."""
+        self.router.learned = table
+        log.info("learned routes", tasks=sorted(table.tasks) if table is not None else [])
+
     # ----------------------------------------------------------------- the one path
 
     def route(self, features: Features) -> RouteDecision:
@@ -114,10 +126,12 @@ class ModelPlane:
         return cheaper, again, {"budget": verdict.budget, "reason": verdict.reason, "from": decision.model}
 
     async def generate(self, request: GenerationRequest, features: Features, trail: list[TrapRecord] | None = None,
-                       *, channel: Any = None) -> Served:
+                       *, channel: Any = None, decision: RouteDecision | None = None) -> Served:
+        """`decision`: a route the caller already took (routing twice would spend a learned table's
+        exploration twice)."""
         started = time.perf_counter()
         try:
-            decision = self.route(features)
+            decision = decision or self.route(features)
             decision, verdict, degraded = self.admit(features.tenant, features.server, decision, request)
         except (RoutingError, BudgetRefused) as exc:
             self._trail(trail, record(features, None, error=str(exc), latency_ms=_ms(started)), exc)

@@ -5,13 +5,13 @@ Each backend declares its `knob` in the `models` policy section; `apply` writes 
 OpenAI-compatible chat completion request and returns a record of what it did (kept on the `Generation` and in
 the routing record, so a later learned router sees the level that was really applied).
 
-| asked    | `effort`: `reasoning_effort` | `budget_tokens`: `thinking`                   | `thinking_switch`: `enable_thinking` | `none` |
-|----------|------------------------------|-----------------------------------------------|--------------------------------------|--------|
-| off      | `minimal`                    | `{"type": "disabled"}`                        | `false`                              | -      |
-| low      | `low`                        | `{"type": "enabled", "budget_tokens": 1024}`  | `true`                               | -      |
-| medium   | `medium`                     | `{"type": "enabled", "budget_tokens": 4096}`  | `true`                               | -      |
-| high     | `high`                       | `{"type": "enabled", "budget_tokens": 16384}` | `true`                               | -      |
-| N tokens | smallest level whose budget >= N (0: `minimal`) | `{"type": "enabled", "budget_tokens": N}` (0: disabled) | N > 0            | -      |
+| asked    | `effort`: `reasoning_effort` | `budget_tokens`: `thinking`                   | `thinking_switch`: `enable_thinking` | `prompted`: system text            | `none` |
+|----------|------------------------------|-----------------------------------------------|--------------------------------------|------------------------------------|--------|
+| off      | `minimal`                    | `{"type": "disabled"}`                        | `false`                              | answer directly                    | -      |
+| low      | `low`                        | `{"type": "enabled", "budget_tokens": 1024}`  | `true`                               | steps in at most 30 words          | -      |
+| medium   | `medium`                     | `{"type": "enabled", "budget_tokens": 4096}`  | `true`                               | steps in at most 80 words          | -      |
+| high     | `high`                       | `{"type": "enabled", "budget_tokens": 16384}` | `true`                               | steps in at most 200 words         | -      |
+| N tokens | smallest level whose budget >= N (0: `minimal`) | `{"type": "enabled", "budget_tokens": N}` (0: disabled) | N > 0            | steps in at most 3N/4 words (0: directly) | - |
 
 - `effort`: OpenAI reasoning models (o-series, gpt-5), vLLM and hosted APIs that take `reasoning_effort`. They
   cannot switch reasoning off, so `off` is `minimal`, the least there is. Those models refuse `max_tokens`, so
@@ -20,7 +20,12 @@ the routing record, so a later learned router sees the level that was really app
   thinking counts against `max_tokens`, so the budget is clamped to `max_tokens - 1`, leaving room for an answer.
 - `thinking_switch`: chat templates with a thinking switch (Qwen3, SmolLM3, ... on vLLM, llama.cpp, SGLang),
   sent as `chat_template_kwargs: {enable_thinking: ...}` (other template kwargs are kept).
-- `none`: the backend has no knob (a small local model, MCP sampling to the host): nothing is sent and the record
+- `prompted`: a model with no reasoning mode of its own (SmolLM2, most small local models) is told in the system
+  text: `off` asks for the answer alone; the other levels ask it to reason step by step in at most so many
+  words, then to end on a line `Answer: ...`. The allowance is clamped to what `max_tokens` leaves after the
+  answer line (3 words per 4 tokens); clamped to nothing, it asks for the answer alone. The record keeps the
+  words and the instruction sent.
+- `none`: the backend has no knob, or it is left alone (MCP sampling to the host): nothing is sent and the record
   says `applied: false`.
 
 With no level and no budget requested, nothing is sent: the backend's own default applies.
@@ -33,15 +38,20 @@ from dataclasses import dataclass
 from typing import Any
 
 LEVELS = ("off", "low", "medium", "high")
-KNOBS = ("effort", "budget_tokens", "thinking_switch", "none")
+KNOBS = ("effort", "budget_tokens", "thinking_switch", "prompted", "none")
 
 # The one table. A budget knob's budget per level doubles as the scale an explicit budget is read on.
 TABLE: dict[str, dict[str, Any]] = {
     "effort": {"off": "minimal", "low": "low", "medium": "medium", "high": "high"},
     "budget_tokens": {"off": 0, "low": 1024, "medium": 4096, "high": 16384},
     "thinking_switch": {"off": False, "low": True, "medium": True, "high": True},
+    "prompted": {"off": 0, "low": 30, "medium": 80, "high": 200},  # words of reasoning allowed
     "none": {},
 }
+DIRECT = "Answer directly: give only the final answer, with no explanation."
+STEPS = ("Think step by step in at most {words} words, then write the final answer on its own last line "
+         "as 'Answer: <answer>'.")
+ANSWER_TOKENS = 16  # what a prompted allowance leaves of max_tokens for the final answer line
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,8 @@ def apply(knob: str, setting: ReasoningSetting | None, body: dict[str, Any]) -> 
         budget = _budget(setting, body.get("max_tokens"))
         body["thinking"] = {"type": "enabled", "budget_tokens": budget} if budget else {"type": "disabled"}
         record["budget_tokens"] = budget
+    elif knob == "prompted":
+        body, record["words"], record["instruction"] = _prompted(setting, body)
     else:  # thinking_switch
         on = setting.budget_tokens > 0 if setting.budget_tokens is not None else TABLE["thinking_switch"][setting.level]
         body["chat_template_kwargs"] = {**body.get("chat_template_kwargs", {}), "enable_thinking": on}
@@ -121,3 +133,17 @@ def _budget(setting: ReasoningSetting, max_tokens: int | None) -> int:
     if max_tokens is not None:
         budget = min(budget, max(max_tokens - 1, 0))
     return budget
+
+
+def _prompted(setting: ReasoningSetting, body: dict[str, Any]) -> tuple[dict[str, Any], int, str]:
+    """The instruction for a model without a reasoning mode, added to the system text (or as one)."""
+    words = setting.budget_tokens * 3 // 4 if setting.budget_tokens is not None else TABLE["prompted"][setting.level]
+    if body.get("max_tokens") is not None:
+        words = min(words, max(body["max_tokens"] - ANSWER_TOKENS, 0) * 3 // 4)
+    instruction = STEPS.format(words=words) if words else DIRECT
+    messages = body.get("messages") or []
+    if messages and messages[0].get("role") == "system":
+        messages[0]["content"] = f"{messages[0]['content']}\n\n{instruction}"
+    else:
+        body["messages"] = [{"role": "system", "content": instruction}, *messages]
+    return body, words, instruction

@@ -5,12 +5,18 @@ Order of evaluation for one request (its `Features`):
 1. The sampling policy of the asking server (`sampling: {SERVER: mode}`, `"*"` for the rest and for the
    gateway's own requests) is a hard constraint: `host` relays to the host and nothing else; `model` never
    uses the host. The host is also left out whenever it has not declared sampling (some clients hang on it).
-2. Routes, in order: the first whose tenants, servers and tasks match picks the model, its fallback list and
+2. A learned route table (`fmos_mcp.evolve.routes.RouteTable`, swapped in at run time by `set_learned`) with an
+   entry for the request's task (None: `default`) picks the backend and the reasoning level, or, within its
+   exploration share, tries another arm. The share is a hard cap: since the table was set, explored requests
+   of a task never exceed that share of the task's requests. The pick must be a backend the operator's rule
+   (3, 4) names for this request, the route's model or its fallbacks; then those follow it in the chain. Rule
+   `learned:<task>` or `explore:<task>`; the table's level wins over the route's and the requested one.
+3. Routes, in order: the first whose tenants, servers and tasks match picks the model, its fallback list and
    the reasoning level (the route's level wins over the requested one).
-3. No route: mode `fallback` uses the host when it has sampling; mode `preferences` scores the backends by
+4. No route: mode `fallback` uses the host when it has sampling; mode `preferences` scores the backends by
    the request's modelPreferences (hints first, by substring, then cost, speed and intelligence priorities
    against each backend's declared scores); otherwise the `default` backend.
-4. The chain is the chosen backend then the fallback list, without backends excluded in 1 and without those
+5. The chain is the chosen backend then the fallback list, without backends excluded in 1 and without those
    whose context window is too small for the request (prompt estimated at characters / 4).
 
 `Dispatcher` runs a decision through a `FallbackChain` and hands a record of every request (features,
@@ -19,10 +25,11 @@ decision, backend that answered, usage, cost, latency, outcome) to `on_record`: 
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmos_mcp import logs
 from fmos_mcp.models.backends import (
@@ -30,6 +37,9 @@ from fmos_mcp.models.backends import (
 )
 from fmos_mcp.models.config import BackendSpec, ModelsConfig, RouteSpec
 from fmos_mcp.models.reasoning import ReasoningSetting
+
+if TYPE_CHECKING:
+    from fmos_mcp.evolve.routes import RouteTable
 
 log = logs.get("fmos.models")
 
@@ -64,7 +74,19 @@ class RouteDecision:
     model: str  # the backend tried first
     chain: tuple[str, ...]  # every backend to try, in order (starts with `model`)
     reasoning: ReasoningSetting
-    rule: str  # a route id, or default | preferences | sampling:host | sampling:fallback
+    rule: str  # a route id, or default | preferences | sampling:host | sampling:fallback | learned:T | explore:T
+    why: str
+    explored: bool = False  # an exploration arm of the learned table, not its chosen one
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What the operator's configuration says for a request, before a learned table and before dropping
+    backends: the backends it names (the first, then its fallbacks), the reasoning level, the rule, why."""
+
+    names: tuple[str, ...]
+    reasoning: ReasoningSetting
+    rule: str
     why: str
 
 
@@ -73,56 +95,100 @@ class RoutingError(Exception):
 
 
 class Router:
-    def __init__(self, config: ModelsConfig) -> None:
+    def __init__(self, config: ModelsConfig, learned: RouteTable | None = None,
+                 rng: random.Random | None = None) -> None:
         self.config = config
+        self.learned = learned
+        self.rng = rng or random.Random()
+
+    @property
+    def learned(self) -> RouteTable | None:
+        return self._learned_state[0]
+
+    @learned.setter
+    def learned(self, table: RouteTable | None) -> None:
+        # One assignment: a table with fresh counts of (requests, explored) per task for its exploration cap.
+        self._learned_state: tuple[RouteTable | None, dict[str, list[int]]] = (table, {})
 
     def choose(self, features: Features) -> RouteDecision:
+        use_host = features.host_has_sampling and self.config.sampling_mode(features.server) != "model"
+        rule = self.rule_of(features)
+        learned = self._learned(features, rule, use_host) if rule.rule != "sampling:host" else None
+        return self._decide(*(learned or (rule, False)), features, use_host)
+
+    def rule_of(self, features: Features) -> Rule:
+        """The operator's rule for a request: sampling mode host, then routes, then fallback/preferences/default.
+        RoutingError when mode host meets a host without sampling."""
         mode = self.config.sampling_mode(features.server)
         use_host = features.host_has_sampling and mode != "model"
         who = f"server '{features.server}'" if features.server else "the gateway's own requests"
         if mode == "host":
             if not features.host_has_sampling:
                 raise RoutingError(f"the sampling policy of {who} is host, and the host offers no sampling")
-            return self._decide([self.config.host], features.reasoning, "sampling:host",
-                                f"the sampling policy of {who} is host", features, use_host)
+            return Rule((self.config.host,), features.reasoning, "sampling:host", f"the sampling policy of {who} is host")
         route = next((r for r in self.config.routes if r.matches(features.tenant, features.server, features.task)), None)
         if route is not None:
-            return self._routed(route, features, use_host)
+            return self._routed(route, features)
         if mode == "fallback" and use_host:
-            return self._decide([self.config.host], features.reasoning, "sampling:fallback",
-                                f"no route matched and the host has sampling (policy of {who}: fallback)",
-                                features, use_host)
+            return Rule((self.config.host,), features.reasoning, "sampling:fallback",
+                        f"no route matched and the host has sampling (policy of {who}: fallback)")
         if mode == "preferences" and features.preferences is not None:
             best, why = self._preferred(features.preferences, use_host)
-            return self._decide([best, *self.config.fallback], features.reasoning, "preferences", why, features,
-                                use_host)
-        return self._decide([self.config.default, *self.config.fallback], features.reasoning, "default",
-                            f"no route matched (policy of {who}: {mode})", features, use_host)
+            return Rule((best, *self.config.fallback), features.reasoning, "preferences", why)
+        return Rule((self.config.default, *self.config.fallback), features.reasoning, "default",
+                    f"no route matched (policy of {who}: {mode})")
 
-    def _routed(self, route: RouteSpec, features: Features, use_host: bool) -> RouteDecision:
+    def _learned(self, features: Features, rule: Rule, use_host: bool) -> tuple[Rule, bool] | None:
+        """The learned table's pick, when it is one of the backends the operator's rule names and may serve
+        this request (a host without sampling, a context window too small: the operator's rule then)."""
+        table, counts = self._learned_state  # read once: a swap mid-request changes nothing for this one
+        task = features.task or "default"
+        if table is None or task not in table.tasks:
+            return None
+        count = counts.setdefault(task, [0, 0])  # requests, explored
+        count[0] += 1
+        pick = table.pick(task, self.rng, may_explore=count[1] + 1 <= table.tasks[task].explore * count[0])
+        if pick is None:
+            return None
+        backend, reasoning, label, explored = pick
+        if backend not in rule.names or self._unusable(backend, features, use_host):
+            log.debug("learned pick not usable here", task=task, backend=backend, rule=rule.rule)
+            return None
+        count[1] += explored
+        names = (backend, *(n for n in rule.names if n != backend))
+        why = (f"{'exploring' if explored else 'learned for'} task '{task}': {backend} at reasoning "
+               f"{reasoning.label()}; the operator's rule '{rule.rule}' names {', '.join(rule.names)}")
+        return Rule(names, reasoning, label, why), explored
+
+    def _routed(self, route: RouteSpec, features: Features) -> Rule:
         fallback = route.fallback if route.fallback is not None else self.config.fallback
         reasoning = route.reasoning if route.reasoning.requested else features.reasoning
         origin = "the route" if route.reasoning.requested else "the request"
-        return self._decide([route.model, *fallback], reasoning, route.id,
-                            f"route '{route.id}' matched; reasoning {reasoning.label()} from {origin}",
-                            features, use_host)
+        return Rule((route.model, *fallback), reasoning, route.id,
+                    f"route '{route.id}' matched; reasoning {reasoning.label()} from {origin}")
 
-    def _decide(self, names: list[str], reasoning: ReasoningSetting, rule: str, why: str, features: Features,
-                use_host: bool) -> RouteDecision:
+    def _decide(self, rule: Rule, explored: bool, features: Features, use_host: bool) -> RouteDecision:
         chain, dropped = [], []
-        for name in dict.fromkeys(names):
-            spec = self.config.backends[name]
-            if spec.kind == "host" and not use_host:
-                dropped.append(f"{name} (no host sampling here)")
-            elif not _fits(spec, features):
-                dropped.append(f"{name} (context window {spec.context_window} too small)")
+        why = rule.why
+        for name in dict.fromkeys(rule.names):
+            reason = self._unusable(name, features, use_host)
+            if reason:
+                dropped.append(f"{name} ({reason})")
             else:
                 chain.append(name)
         if dropped:
             why += "; left out: " + ", ".join(dropped)
         if not chain:
             raise RoutingError(f"no backend can serve this request: {why}")
-        return RouteDecision(chain[0], tuple(chain), reasoning, rule, why)
+        return RouteDecision(chain[0], tuple(chain), rule.reasoning, rule.rule, why, explored)
+
+    def _unusable(self, name: str, features: Features, use_host: bool) -> str | None:
+        spec = self.config.backends[name]
+        if spec.kind == "host" and not use_host:
+            return "no host sampling here"
+        if not _fits(spec, features):
+            return f"context window {spec.context_window} too small"
+        return None
 
     def _preferred(self, prefs: Preferences, use_host: bool) -> tuple[str, str]:
         candidates = [s for s in self.config.backends.values() if s.kind != "host" or use_host]
@@ -205,6 +271,7 @@ def record(features: Features, decision: RouteDecision | None, generation: Gener
         "chain": list(decision.chain) if decision else [],
         "chosen": decision.model if decision else None,
         "reasoning": decision.reasoning.label() if decision else features.reasoning.label(),
+        "explored": decision.explored if decision else False,
         "outcome": "error",
         "error": error,
         "latency_ms": latency_ms,

@@ -72,7 +72,8 @@ class ModelService:
         if host or generation is None:
             return await self._relay(request, call_next, features)
         try:
-            served = await self.plane.generate(generation, features, request.trail, channel=request.channel)
+            served = await self.plane.generate(generation, features, request.trail, channel=request.channel,
+                                               decision=decision)
         except BudgetRefused as exc:
             raise MCPError(code=INVALID_REQUEST, message=f"budget: {exc}", data=exc.verdict.meta()) from None
         except (RoutingError, BackendError) as exc:
@@ -122,8 +123,8 @@ class ModelService:
             if self.plane.config.backends[decision.model].kind == "host":
                 result = await ask_host(request, params)
             else:
-                result = (await self.plane.generate(generation, features, request.trail,
-                                                    channel=request.channel)).generation.to_sampling_result()
+                result = (await self.plane.generate(generation, features, request.trail, channel=request.channel,
+                                                    decision=decision)).generation.to_sampling_result()
         except (RoutingError, BudgetRefused) as exc:
             self.plane.budgets.release(verdict)
             raise NoJudgeModel(str(exc)) from None

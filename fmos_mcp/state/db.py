@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -107,8 +108,28 @@ def _v4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """Self-evolution: features on trace rows, installation secrets (the export's pseudonym key), versioned
+    artifacts with provenance, and the history of what was proposed, evaluated, served, promoted or rolled back."""
+    db.execute("ALTER TABLE traces ADD COLUMN features TEXT")
+    db.execute("CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS versions (
+            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, version INTEGER NOT NULL, status TEXT NOT NULL,
+            body TEXT NOT NULL, sha256 TEXT NOT NULL, provenance TEXT NOT NULL, parent INTEGER,
+            share REAL, evaluation TEXT, created REAL NOT NULL, UNIQUE (kind, version)
+        )
+        """
+    )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS evolve_log (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, "
+        "version INTEGER, action TEXT NOT NULL, actor TEXT NOT NULL, detail TEXT)"
+    )
+
+
 # Append only: a migration, once shipped, never changes.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 class StateDB:
@@ -135,6 +156,15 @@ class StateDB:
                 with self.db.conn:
                     migration(self.db)
                     self.db.execute("INSERT INTO schema_version (version) VALUES (?)", [number])
+
+    def secret(self, name: str) -> str:
+        """A random per-installation secret (created on first use); never exported, never logged."""
+        with self.locked() as db, db.conn:
+            row = db.execute("SELECT value FROM secrets WHERE name = ?", [name]).fetchone()
+            if row is None:
+                db.execute("INSERT INTO secrets (name, value) VALUES (?, ?)", [name, secrets.token_hex(32)])
+                row = db.execute("SELECT value FROM secrets WHERE name = ?", [name]).fetchone()
+            return row[0]
 
     @contextmanager
     def locked(self) -> Iterator[sqlite_utils.Database]:

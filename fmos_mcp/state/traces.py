@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from mcp.shared.exceptions import MCPError
 
+from fmos_mcp.evolve.features import argument_tokens
 from fmos_mcp.state.batch import BatchWriter
 from fmos_mcp.state.db import StateDB
 from fmos_mcp.traps.pipeline import CallNext
@@ -17,15 +19,16 @@ from fmos_mcp.traps.sizes import content_bytes, json_bytes
 
 COLUMNS = (
     "ts", "session", "tenant", "transport", "era", "direction", "method", "server", "name",
-    "arg_bytes", "result_bytes", "latency_ms", "outcome", "error", "traps",
+    "arg_bytes", "result_bytes", "latency_ms", "outcome", "error", "traps", "features",
 )
 
 
 class TraceStore:
     """Rows wait in memory and a background task writes them; `flush` on shutdown loses nothing."""
 
-    def __init__(self, db: StateDB, *, batch: int = 512, interval: float = 0.25, max_pending: int = 100_000):
+    def __init__(self, db: StateDB, *, key: bytes = b"", batch: int = 512, interval: float = 0.25, max_pending: int = 100_000):
         self.db = db
+        self.key = key  # pseudonyms of argument values in features (the trust plane's key)
         self.writer = BatchWriter("traces", self._write, batch=batch, interval=interval, max_pending=max_pending)
         self.run = self.writer.run
         self.flush = self.writer.flush
@@ -35,7 +38,7 @@ class TraceStore:
         self.writer.record((request, result, outcome, error, time.time(), time.perf_counter()))
 
     def _write(self, records: list[tuple[Any, ...]]) -> None:
-        rows = [_row(*record) for record in records]
+        rows = [_row(*record, key=self.key) for record in records]
         placeholders = ",".join("?" * len(COLUMNS))
         with self.db.locked() as db, db.conn:
             db.conn.executemany(f"INSERT INTO traces ({','.join(COLUMNS)}) VALUES ({placeholders})", rows)
@@ -54,6 +57,7 @@ class TraceStore:
             rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
         for row in rows:
             row["traps"] = json.loads(row["traps"]) if row.get("traps") else []
+            row["features"] = json.loads(row["features"]) if row.get("features") else None
         return list(reversed(rows))
 
 
@@ -85,10 +89,19 @@ class TracingInterceptor:
             self.store.record(request, result, outcome, error)
 
 
-def _row(request: MediatedRequest, result: Any, outcome: str, error: str | None, ts: float, ended: float) -> tuple[Any, ...]:
+def _row(request: MediatedRequest, result: Any, outcome: str, error: str | None, ts: float, ended: float, *,
+         key: bytes) -> tuple[Any, ...]:
     if request.trail and request.trail[-1].decision == "deny":
         outcome = "denied"
     host = request.host
+    traps = [{**t.as_json(), "snapshot": dict(t.snapshot)} if t.snapshot else t.as_json() for t in request.trail]
+    # The trust trap's features become the row's (a model trap keeps its own routing features).
+    features = next((t["snapshot"].pop("features") for t in traps
+                     if t.get("service") == "trust" and "features" in t.get("snapshot", {})), None)
+    if features is None and request.method == "tools/call":  # the fast path computed none: the shape, off the loop
+        at = datetime.fromtimestamp(ts, UTC)
+        features = {"server": request.server, "tool": request.target, "roles": sorted(host.roles), "hour": at.hour,
+                    "weekday": at.weekday(), "args": argument_tokens(request.arguments, key)}
     return (
         ts, host.session_id, host.tenant, host.transport, host.era, request.direction.value, request.method,
         request.server, request.name,
@@ -96,5 +109,6 @@ def _row(request: MediatedRequest, result: Any, outcome: str, error: str | None,
         content_bytes(result) if result is not None else 0,
         round((ended - request.started) * 1000, 3),
         outcome, error,
-        json.dumps([t.as_json() for t in request.trail]) if request.trail else None,
+        json.dumps(traps) if traps else None,
+        json.dumps(features) if features else None,
     )

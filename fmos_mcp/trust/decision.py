@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import mcp_types as types
@@ -22,6 +22,16 @@ class Decision:
     judge: dict[str, Any] | None = None
     approval_ttl: float | None = None
     approval_scope: str = "call"
+    # What learning needs (trace features; see fmos_mcp/evolve): the features seen, whether static rules left
+    # the call undecided, what a learned trap said, and the user's answer to an approval prompt.
+    features: dict[str, Any] | None = None
+    undecided: bool | None = None
+    learned: dict[str, Any] | None = None
+    approval: str | None = None
+
+    def became(self, action: str, reason: str) -> Decision:
+        """The same decision (rule, findings, judge, what learning needs) with a new outcome."""
+        return replace(self, action=action, reason=reason)
 
     def meta(self) -> dict[str, Any]:
         return {"action": self.action, "trap": "trust", "rule": self.rule, "reason": self.reason}

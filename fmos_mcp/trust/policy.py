@@ -29,6 +29,7 @@ PLANE_SECTIONS = {
     "context": "fmos_mcp.context.config",
     "models": "fmos_mcp.models.config",
     "budgets": "fmos_mcp.models.budget_config",
+    "evolve": "fmos_mcp.evolve.config",
 }
 DEFAULT_EFFECTS = {
     "read": "allow", "write": "allow", "network": "allow", "exec": "log", "credential": "log", "destructive": "log",
@@ -139,26 +140,44 @@ def _plane(module: str) -> Any:
 
 
 def load_policies(directory: Path | None) -> PolicySet:
-    policies = PolicySet()
+    return load_bundle(read_bundle(directory))
+
+
+def read_bundle(directory: Path | None) -> dict[str, str]:
+    """The policy files of a directory as {file name: text} (unreadable files as an error marker)."""
     if directory is None or not directory.is_dir():
-        return policies
+        return {}
+    out: dict[str, str] = {}
     for path in sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES and p.is_file()):
-        errors = _load_file(path, policies)
+        try:
+            out[path.name] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            out[path.name] = _UNREADABLE + str(exc)
+    return out
+
+
+def load_bundle(files: dict[str, str]) -> PolicySet:
+    """Policies from {file name: text}: a directory's files, or a version from the state database."""
+    policies = PolicySet()
+    for name in sorted(files):
+        errors = _load_text(name, files[name], policies)
         policies.errors += errors
         if not errors:
-            policies.files.append(path.name)
+            policies.files.append(name)
     return policies
 
 
-def _load_file(path: Path, into: PolicySet) -> list[PolicyError]:
-    name = path.name
+_UNREADABLE = "\x00unreadable: "
+
+
+def _load_text(name: str, text: str, into: PolicySet) -> list[PolicyError]:
+    if text.startswith(_UNREADABLE):
+        return [PolicyError(name, "file", "", f"cannot read: {text[len(_UNREADABLE):]}")]
+    toml = name.endswith(".toml")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        return [PolicyError(name, "file", "", f"cannot read: {exc}")]
+        data = tomllib.loads(text) if toml else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        return [PolicyError(name, "file", "", f"not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}")]
+        return [PolicyError(name, "file", "", f"not valid {'TOML' if toml else 'YAML'}: {exc}")]
     if data is None:
         return []  # an empty file (all comments) is fine
     if not isinstance(data, dict):

@@ -7,7 +7,9 @@ Order of evaluation for `tools/call` (README, "Trust plane", says the same):
     screened); everything else traps to the slow path:
  4. size caps, then deterministic rules (deny > require_approval > allow > log; redact adds), then the
     defaults per privilege class when no rule decided;
- 5. natural-language judges in scope, for privileged calls not already decided by a rule;
+ 5. natural-language judges in scope, for privileged calls not already decided by a rule; when a learned trap
+    model is active, a call no rule, detector or class default decided, in no sensitive class, goes to the
+    judges only when the model says it needs them (a share of the rest still does, for fresh labels);
  6. rate and concurrency limits; require_approval asks the user (elicitation);
  7. the call; its result is screened (credentials, instructions aimed at the model, policy redactions);
  8. the audit trail gets one hash-chained row per slow-path decision, and one per fast-path call a detector flagged.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +28,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_REQUEST
 
 from fmos_mcp import logs
+from fmos_mcp.evolve.features import SessionHistory, call_features
+from fmos_mcp.evolve.trapmodel import TrapModel
 from fmos_mcp.state.audit import AuditLog
 from fmos_mcp.traps.pipeline import CallNext
 from fmos_mcp.traps.request import Direction, MediatedRequest
@@ -50,7 +55,8 @@ class TrustService:
     name = "trust"
 
     def __init__(self, policies: PolicySet, vetting: Vetting, audit: AuditLog, *,
-                 judges: JudgeService | None = None, clock: Callable[[], datetime] | None = None) -> None:
+                 judges: JudgeService | None = None, clock: Callable[[], datetime] | None = None,
+                 key: bytes = b"") -> None:
         self.policies = policies
         self.vetting = vetting
         self.audit = audit
@@ -59,6 +65,11 @@ class TrustService:
         self.approvals = Approvals()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.detectors = policies.detectors
+        self.key = key  # pseudonyms of argument values in trace features
+        self.history = SessionHistory()
+        self.trap_model: TrapModel | None = None
+        self.trap_version: int | None = None
+        self._audit_draw = random.Random()
 
     async def __call__(self, request: MediatedRequest, call_next: CallNext) -> Any:
         if request.direction is Direction.TO_HOST:
@@ -83,6 +94,7 @@ class TrustService:
                                 f"release it with `fmos-mcp tools approve {quarantined.exposed}`",
                                 findings=list(quarantined.findings))
             return self._refuse(request, None, decision)
+        self.history.bump(request.host.session_id, "calls")
         size = json_bytes(dict(request.arguments)) if request.arguments else 0
         # Size caps come before the detectors: scanning a megabyte of arguments is itself a denial of service.
         # The default cap always applies, so arguments over it are refused unread (on the slow path).
@@ -98,8 +110,14 @@ class TrustService:
                           frozenset(request.host.roles), request.arguments, self.clock())
         matched = [r for r in profile.rules if r.match.matches(facts)]
         decision = self._static(profile, facts, findings, matched, size)
+        decision.features = call_features(
+            server=profile.server, tool=profile.tool, classes=profile.classes, roles=facts.roles, at=facts.now,
+            arguments=request.arguments, findings=_finding_kinds(decision.findings),
+            session=self.history.of(request.host.session_id), key=self.key)
         if decision.action != "deny" and not any(r.effect in ("allow", "deny") for r in matched):
-            decision = await self._judged(request, profile, facts, decision)
+            decision.undecided = self._undecided(profile, decision, findings, matched)
+            if not (decision.undecided and self._learned_pass(decision)):
+                decision = await self._judged(request, profile, facts, decision)
         entered = []
         try:
             if decision.action != "deny":
@@ -124,6 +142,26 @@ class TrustService:
         finally:
             for limit in entered:
                 self.limiter.leave(limit, facts.tenant, profile.exposed)
+
+    def _undecided(self, profile: ToolProfile, decision: Decision, findings: list[Finding], matched: list[Rule]) -> bool:
+        """No rule, detector or class default decided this call, and it is in no sensitive class: the only calls
+        a learned trap may take off the slow path."""
+        return (decision.action == "allow" and not findings and not profile.inferred_sensitive
+                and not profile.classification.sensitive
+                and not any(r.effect in ("deny", "require_approval", "allow") for r in matched))
+
+    def _learned_pass(self, decision: Decision) -> bool:
+        """Whether the learned trap lets this undecided call skip the judges."""
+        model = self.trap_model
+        if model is None:
+            return False
+        slow, p = model.needs_slow(decision.features or {})
+        audited = not slow and self._audit_draw.random() < model.audit_share
+        decision.learned = {"version": self.trap_version, "p": round(p, 4), "slow": slow, "audited": audited}
+        if slow or audited:
+            return False
+        decision.path = "fast"
+        return True
 
     def _argument_findings(self, profile: ToolProfile, args: Any) -> list[Finding]:
         if not args:
@@ -174,8 +212,10 @@ class TrustService:
             verdict = await self.judges.judge(judge, facts, request)
             decision.judge = {"id": judge.id, **verdict.as_json()}
             if verdict.verdict == "deny":
-                return Decision("deny", f"judge:{judge.id}", verdict.reason, findings=decision.findings,
-                                judge=decision.judge)
+                self.history.bump(request.host.session_id, "judge_denies")
+                denied = decision.became("deny", verdict.reason)
+                denied.rule = f"judge:{judge.id}"
+                return denied
         return decision
 
     def _limits(self, profile: ToolProfile, facts: CallFacts, decision: Decision) -> tuple[Decision, list[Any]]:
@@ -200,13 +240,14 @@ class TrustService:
                             judge=decision.judge)
         message = (f"fmos-mcp: '{profile.exposed}' ({profile.classification.primary.value}) needs your approval "
                    f"under rule '{decision.rule}': {decision.reason}\nArguments: {_preview(request.arguments)}")
+        self.history.bump(request.host.session_id, "approvals")
         answer, detail = await self.approvals.ask(request, message)
+        decision.approval = answer
         if answer == "approved":
             self.approvals.remember(key, decision.approval_ttl if decision.approval_ttl is not None else self.policies.approval_ttl)
-            return Decision("allow", decision.rule, f"approved by the user ({decision.reason})",
-                            findings=decision.findings, judge=decision.judge)
-        return Decision("deny", decision.rule, f"{decision.reason}; approval required, but {detail}",
-                        findings=decision.findings, judge=decision.judge)
+            return decision.became("allow", f"approved by the user ({decision.reason})")
+        self.history.bump(request.host.session_id, "refusals")
+        return decision.became("deny", f"{decision.reason}; approval required, but {detail}")
 
     # ----------------------------------------------------------------- results
 
@@ -297,6 +338,8 @@ class TrustService:
         if decision.action != "deny" and not any(t.service == self.name for t in request.trail):
             request.trail.append(_trap(decision, profile))
         host = request.host
+        if decision.action == "deny":
+            self.history.bump(host.session_id, "denies")
         self.audit.record(
             tenant=host.tenant, session=host.session_id, transport=host.transport, roles=list(host.roles),
             method=request.method, server=request.server, tool=request.name, target=request.target,
@@ -311,9 +354,12 @@ def _trap(decision: Decision, profile: ToolProfile | None) -> TrapRecord:
     if profile is not None:
         snapshot["classes"] = sorted(profile.classes)
     if decision.findings:
-        snapshot["findings"] = sorted({f"{f['detector']}/{f['kind']}" for f in decision.findings})
+        snapshot["findings"] = _finding_kinds(decision.findings)
     if decision.judge:
         snapshot["judge"] = {k: decision.judge[k] for k in ("id", "verdict", "confidence") if k in decision.judge}
+    for name in ("features", "undecided", "learned", "approval"):
+        if getattr(decision, name) is not None:
+            snapshot[name] = getattr(decision, name)
     return TrapRecord(TrapKind.TRUST, "trust", decision.action, decision.reason[:200], snapshot)
 
 
@@ -321,6 +367,10 @@ def _with_meta(result: Any, decision: Decision) -> Any:
     meta = dict(getattr(result, "meta", None) or {})
     meta[DECISION_META] = decision.meta()
     return result.model_copy(update={"meta": meta})
+
+
+def _finding_kinds(findings: list[dict[str, Any]]) -> list[str]:
+    return sorted({f"{f['detector']}/{f['kind']}" for f in findings})
 
 
 def _digest(arguments: Any) -> str:
