@@ -19,7 +19,7 @@ from fmos_mcp.config import ConfigError, ServersConfig, load_servers_dir
 from fmos_mcp.context.plane import DataPlane
 from fmos_mcp.evolve.config import EvolveConfig
 from fmos_mcp.evolve.routes import RouteTable
-from fmos_mcp.evolve.runtime import TrustVersions, adopt_policy_files
+from fmos_mcp.evolve.runtime import TrustVersions, adopt_policy_files, adopt_skill_files
 from fmos_mcp.evolve.versions import VersionStore
 from fmos_mcp.gateway.core import Gateway, GatewaySettings
 from fmos_mcp.gateway.own import OwnServices
@@ -90,7 +90,9 @@ def build(config: AppConfig) -> App:
     traces = TraceStore(db, key=trust.service.key)
     own = OwnServices()
     sections = trust.policies.sections
-    data = DataPlane.build(sections.get("context"), db, config.policies_dir, own)
+    skills_dir = adopt_skill_files(versions, config.policies_dir.parent / "skills" if config.policies_dir else None,
+                                   config.state_dir)
+    data = DataPlane.build(sections.get("context"), db, config.policies_dir, own, skills_dir)
     models = ModelPlane.build(sections.get("models"), sections.get("budgets"), db)
     model_service = ModelService(models, knowledge=data.tools.memory)
     own.add(model_service.own_tools())

@@ -356,3 +356,28 @@ def test_canary_arms_are_stable_per_session_and_the_watch_waits_for_evidence() -
     why = watch.observe("canary", call(True), None)
     assert why is not None and "block rate 100.0% in the canary against 0.0% in control" in why
     assert watch.observe("canary", call(True), None) is None  # it trips once
+
+
+def skill(directory: Path, name: str) -> None:
+    (directory / name).mkdir(parents=True)
+    (directory / name / "SKILL.md").write_text(f"---\nname: {name}\ndescription: The {name} routine.\n---\nDo {name}.\n")
+
+
+async def test_skills_are_versions_served_from_the_state_after_a_promote(tmp_path: Path) -> None:
+    paths = layout(tmp_path)
+    skill(tmp_path / "skills", "triage")
+    skill(tmp_path / "new-skills", "postmortem")
+
+    async def served() -> list[str]:
+        async with inproc_gateway(paths["servers"], paths["state"], "legacy", policies_dir=paths["policies"]) as (app, _):
+            return sorted(app.data.tools.skills)
+
+    assert await served() == ["triage"]
+    assert await acli(paths, "evolve", "propose", "skills", "--from", str(tmp_path / "new-skills")) == 0
+    store = VersionStore(StateDB(paths["state"]))
+    candidate = store.all("skills")[-1]
+    assert candidate.provenance["directory"] == str(tmp_path / "new-skills")
+    assert await acli(paths, "evolve", "promote", str(candidate.id)) == 0
+    assert await served() == ["postmortem"]  # from a copy of the version under the state directory
+    assert await acli(paths, "evolve", "rollback", "--kind", "skills") == 0
+    assert await served() == ["triage"]

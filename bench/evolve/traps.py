@@ -12,7 +12,7 @@ example infrastructure server (bench/evolve/workload.py), through the real gatew
 4. Live: the held-back sessions again, through a fresh gateway with the model promoted, against the same
    sessions' static run: judge evaluations, judge model calls, and the caught calls that were caught again.
 
-Run: .venv/bin/python bench/evolve/traps.py [--sessions 600] [--seed 7]; writes bench/evolve/traps_results.json.
+Run: .venv/bin/python bench/evolve/traps.py [--sessions 600] [--seed 7]; writes bench/evolve/traps_results_seed<SEED>.json.
 The shipped evaluation set is the same generator at another seed:
     .venv/bin/python bench/evolve/traps.py --seed 11 --sessions 120 --write-evalset evalsets/infra.jsonl
 """
@@ -162,7 +162,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         report = {"workload": {"seed": args.seed, "sessions": len(sessions), "tool_calls": len(calls)},
                   "trained_on": model.trained, "threshold": model.threshold,
                   "held_back": compare(model, later), "judge_model_calls_static_all": judge_calls}
-        (HERE / "traps_results.json").write_text(json.dumps(report, indent=2))  # the offline part, at once
+        (HERE / f"traps_results_seed{args.seed}.json").write_text(json.dumps(report, indent=2))  # offline part first
 
         # evolve propose + eval through the CLI, the held-back sessions as the evaluation set.
         held_sessions = [s for s in sessions if s.id in {_session_of(rows, i) for i in held_ids}]
@@ -170,7 +170,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "--state-dir", str(work / "state-static")]
         evalset(held_sessions, work / "held.jsonl")
         await command("evolve", "propose", "trap-model", "--from", str(model_file), *dirs)
-        code = await command("evolve", "eval", "trap-model@1", "--evalset", str(work / "held.jsonl"), *dirs)
+        candidate = f"trap-model@{latest_version(work / 'state-static')}"
+        code = await command("evolve", "eval", candidate, "--evalset", str(work / "held.jsonl"), *dirs)
         report["eval_gate_passed"] = code == 0
         if code != 0:
             return report  # a refused model is never served: nothing to measure live
@@ -178,7 +179,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # Live: the held-back sessions with the model active, against their static run.
         live_state = work / "state-live"
         shutil.copytree(work / "state-static", live_state)
-        await command("evolve", "promote", "trap-model@1", "--servers-dir", str(work / "servers.d"),
+        await command("evolve", "promote", candidate, "--servers-dir", str(work / "servers.d"),
                       "--policies-dir", str(policies), "--state-dir", str(live_state))
         static_rows = [r for r in rows if r["session"] in held_ids]
         learned_rows, learned_judge_calls = await run(held_sessions, work / "live", live_state, policies)
@@ -189,6 +190,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def latest_version(state: Path) -> int:
+    from fmos_mcp.evolve.versions import VersionStore
+    from fmos_mcp.state.db import StateDB
+    db = StateDB(state)
+    try:
+        return VersionStore(db).all("trap-model")[-1].version
+    finally:
+        db.close()
 
 
 def static_rows_of(state: Path) -> list[dict[str, Any]]:
@@ -226,7 +237,7 @@ def main() -> None:
         evalset(generate(args.seed, args.sessions), args.write_evalset)
         return
     report = anyio.run(main_async, args)
-    (HERE / "traps_results.json").write_text(json.dumps(report, indent=2))
+    (HERE / f"traps_results_seed{args.seed}.json").write_text(json.dumps(report, indent=2))
     held, live = report["held_back"], report.get("live")
     print(f"\nworkload: {report['workload']}")
     print(f"held-back traces ({held['calls']} tool calls, {held['caught']} caught by the slow path):")

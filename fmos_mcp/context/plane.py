@@ -58,12 +58,17 @@ class DataPlane:
     tools: ContextTools
 
     @classmethod
-    def build(cls, section: dict | None, db: StateDB, policies_dir: Path | None, own: OwnServices) -> DataPlane:
+    def build(cls, section: dict | None, db: StateDB, policies_dir: Path | None, own: OwnServices,
+              skills_dir: Path | None = None) -> DataPlane:
+        """`skills_dir`: where the active skills version lives, in place of `skills/` beside the policies."""
         config = ContextConfig.from_section(section)
         store = ArtifactStore(db, config.retention)
         embedder = LazyEmbedder.if_available()
         base = policies_dir.parent if policies_dir else Path.cwd()  # skills/ sits beside policies/
-        skills = load_skill_dirs([p if p.is_absolute() else base / p for p in map(Path, config.skill_paths)])
+        dirs = [p if p.is_absolute() else base / p for p in map(Path, config.skill_paths)]
+        if skills_dir is not None:
+            dirs = [skills_dir if d == base / "skills" else d for d in dirs]
+        skills = load_skill_dirs(dirs)
         service = ContextService(config, store, Paging(config.max_active_tools), set())
         tools = ContextTools(service, store, ToolSearch(embedder, db), MemoryStore(db, embedder), skills,
                              config.skills_from_prompts)

@@ -16,6 +16,7 @@ from fmos_mcp.evolve import evaluate as ev
 from fmos_mcp.evolve.config import EvolveConfig
 from fmos_mcp.evolve.export import export_row
 from fmos_mcp.evolve.replay import EvalSetError, listings_from_pins, load_evalset
+from fmos_mcp.evolve.runtime import read_files
 from fmos_mcp.evolve.train import examples, trace_calls, train_report
 from fmos_mcp.evolve.trapmodel import TrapModel, fit
 from fmos_mcp.evolve.versions import Version, VersionError, VersionStore
@@ -113,7 +114,7 @@ def propose(ctx: Context, kind: str, source: Path | None, note: str | None) -> i
                                (ctx.policies_dir.parent / "skills" if ctx.policies_dir else None))
         if directory is None or not directory.is_dir():
             raise CommandError(f"give the {kind} directory to propose: --from DIR")
-        body = json.dumps(read_bundle(directory) if kind == "policies" else _files(directory), sort_keys=True)
+        body = json.dumps(read_bundle(directory) if kind == "policies" else read_files(directory), sort_keys=True)
         provenance = {"origin": "directory", "directory": str(directory)}
     else:
         raise CommandError(f"unknown kind {kind!r}")
@@ -146,11 +147,6 @@ def _routing_candidate(ctx: Context, source: Path | None) -> tuple[str, dict[str
     if not records:
         raise CommandError("no model requests in the traces to learn routes from")
     return learn(records).to_json(), {"origin": "model traces", "records": len(records)}
-
-
-def _files(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): p.read_text(encoding="utf-8", errors="replace")
-            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 # ----------------------------------------------------------------------------- eval

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from fmos_mcp.trust.detectors.outputs import injection
+
 _IDENT = re.compile(r"^[A-Za-z0-9_.:@+-]{1,40}$")
 _KEY = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _CLASSES = {
@@ -74,6 +76,8 @@ def _value_tokens(path: str, value: Any, key: bytes) -> list[str]:
     text = str(value)
     out = [f"{a}:str", f"{a}:len{_bucket(len(text))}"]
     out += [f"{a}:has_{name}" for name, pattern in _CLASSES.items() if pattern.search(text)]
+    if len(text) >= 16:  # free text: what the output detectors would say of it, by kind (a score, not a verdict)
+        out += sorted({f"{a}:says_{f.kind}" for f in injection(text[:4096])})
     if _IDENT.match(text):
         out.append(f"{a}=#{pseudonym(key, text)}")
         out.append(f"{a}:shape={_shape(text)}")

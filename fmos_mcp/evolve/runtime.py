@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,53 @@ POLL = 1.0
 def adopt_policy_files(store: VersionStore, directory: Path | None) -> Version | None:
     """The policies directory becomes a new active version when its files changed since they were last
     recorded; otherwise the active version (perhaps one `evolve promote` chose) stays."""
-    if directory is None:
-        return store.active("policies")
-    body = json.dumps(read_bundle(directory), sort_keys=True)
-    recorded = [v for v in store.all("policies") if v.provenance.get("origin") == "files"]
-    if recorded and recorded[-1].body == body and store.active("policies") is not None:
-        return store.active("policies")
-    return store.adopt("policies", body, {"origin": "files", "directory": str(directory)}, actor="operator (files)")
+    return _adopt(store, "policies", directory, read_bundle)
+
+
+def adopt_skill_files(store: VersionStore, directory: Path | None, state_dir: Path) -> Path | None:
+    """The same for the skills directory; returns where the active version's files are (a copy under the
+    state directory when a promoted version differs from the files), or None when there are none."""
+    version = _adopt(store, "skills", directory, read_files)
+    if version is None:
+        return None
+    if directory is not None and version.body == json.dumps(read_files(directory), sort_keys=True):
+        return directory
+    return materialize(version, state_dir / "versions")
+
+
+def _adopt(store: VersionStore, kind: str, directory: Path | None, read: Callable[[Path], dict[str, str]]) -> Version | None:
+    if directory is None or not directory.is_dir():
+        return store.active(kind)
+    body = json.dumps(read(directory), sort_keys=True)
+    recorded = [v for v in store.all(kind) if v.provenance.get("origin") == "files"]
+    if recorded and recorded[-1].body == body and store.active(kind) is not None:
+        return store.active(kind)
+    return store.adopt(kind, body, {"origin": "files", "directory": str(directory)}, actor="operator (files)")
+
+
+def read_files(directory: Path) -> dict[str, str]:
+    """Every file under `directory`, by relative path (what a skills version holds)."""
+    return {p.relative_to(directory).as_posix(): p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def materialize(version: Version, root: Path) -> Path:
+    """A version's files written out once under `root` (content-addressed); names that would leave the
+    directory are skipped."""
+    target = root / f"{version.kind}-{version.sha256[:16]}"
+    if not target.is_dir():
+        staging = root / f".{target.name}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)  # left by a crash half way
+        for name, text in json.loads(version.body).items():
+            path = (staging / name).resolve()
+            if name.startswith("/") or ".." in Path(name).parts or not path.is_relative_to(staging.resolve()):
+                log.warning("skipped a file name that leaves the version's directory", version=version.label, name=name)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        staging.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+    return target
 
 
 class ReadOnlyPins(PinStore):

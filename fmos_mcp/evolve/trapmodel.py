@@ -1,9 +1,10 @@
 """The learned trap: a small logistic model over call features that predicts whether a call the static rules
 leave undecided still needs the slow path (the judges in scope). NumPy to fit, plain Python to predict.
 
-The threshold is set from out-of-fold predictions so that every slow-path catch in the training traces would
-still have been sent to the slow path, times a safety factor: the model may save judge calls, never trade recall
-for them on what it has seen. What it may move at all is decided by the trust plane, not here: sensitive
+Thresholds are set per tool from out-of-fold predictions so that every slow-path catch of that tool in the
+training traces would still have been sent to the slow path, times a safety factor; a tool with no catch in
+the traces gets the lowest of them. The model may save judge calls, never trade recall for them on what it
+has seen. (One global threshold would let the hardest catch of one tool keep every other tool's calls slow.) What it may move at all is decided by the trust plane, not here: sensitive
 classes, detector findings and rules that decide are outside its reach.
 """
 
@@ -35,7 +36,8 @@ class Example:
 class TrapModel:
     weights: dict[str, float]
     bias: float
-    threshold: float
+    threshold: float  # for tools without one of their own
+    thresholds: dict[str, float] = field(default_factory=dict)  # "server/tool" -> threshold
     audit_share: float = 0.05  # of calls predicted safe, the share still sent to the slow path (fresh labels)
     trained: dict[str, Any] = field(default_factory=dict)  # provenance: examples, positives, folds
 
@@ -45,10 +47,11 @@ class TrapModel:
 
     def needs_slow(self, features: dict[str, Any]) -> tuple[bool, float]:
         p = self.score(features)
-        return p >= self.threshold, p
+        return p >= self.thresholds.get(_tool(features), self.threshold), p
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "bias": self.bias, "threshold": self.threshold,
+                           "thresholds": dict(sorted(self.thresholds.items())),
                            "audit_share": self.audit_share, "trained": self.trained,
                            "weights": dict(sorted(self.weights.items()))}, sort_keys=True)
 
@@ -57,8 +60,9 @@ class TrapModel:
         data = json.loads(text)
         if data.get("format") != FORMAT:
             raise ValueError(f"not a trap model (format {data.get('format')!r}, expected {FORMAT!r})")
-        return cls({k: float(v) for k, v in data["weights"].items()}, float(data["bias"]),
-                    float(data["threshold"]), float(data.get("audit_share", 0.05)), data.get("trained", {}))
+        return cls({k: float(v) for k, v in data["weights"].items()}, float(data["bias"]), float(data["threshold"]),
+                   {k: float(v) for k, v in data.get("thresholds", {}).items()}, float(data.get("audit_share", 0.05)),
+                   data.get("trained", {}))
 
 
 def fit(examples: Sequence[Example], *, l2: float = 1.0, folds: int = 5, safety: float = 0.5, min_count: int = 2,
@@ -68,13 +72,20 @@ def fit(examples: Sequence[Example], *, l2: float = 1.0, folds: int = 5, safety:
         raise ValueError("no call in these traces was caught by the slow path: nothing to learn a trap from")
     vocab = _vocabulary(examples, min_count)
     oof = _out_of_fold(examples, vocab, l2, folds, seed)
-    positives = [p for p, e in zip(oof, examples, strict=True) if e.caught]
-    threshold = min(positives) * safety
+    lowest: dict[str, float] = {}
+    for p, e in zip(oof, examples, strict=True):
+        if e.caught:
+            lowest[_tool(e.features)] = min(lowest.get(_tool(e.features), 1.0), p)
+    threshold = min(lowest.values()) * safety
     weights, bias = _newton(_matrix(examples, vocab), np.array([e.caught for e in examples], float), l2)
-    trained = {"examples": len(examples), "caught": len(positives), "vocabulary": len(vocab), "folds": folds,
+    trained = {"examples": len(examples), "caught": sum(e.caught for e in examples), "vocabulary": len(vocab), "folds": folds,
                "safety": safety, "l2": l2}
     return TrapModel({t: float(w) for t, w in zip(vocab, weights, strict=True) if abs(w) > 1e-9}, float(bias),
-                     float(threshold), audit_share, trained)
+                     float(threshold), {t: p * safety for t, p in lowest.items()}, audit_share, trained)
+
+
+def _tool(features: dict[str, Any]) -> str:
+    return f"{features.get('server')}/{features.get('tool')}"
 
 
 def _vocabulary(examples: Sequence[Example], min_count: int) -> list[str]:
