@@ -68,7 +68,10 @@ def _value_tokens(path: str, value: Any, key: bytes) -> list[str]:
         return [f"{a}={str(value).lower()}"]
     if isinstance(value, int | float):
         magnitude = int(math.log2(abs(value) + 1)) if math.isfinite(value) else 99
-        return [f"{a}:num{'-' if value < 0 else '+'}{magnitude}"]
+        out = [f"{a}:num{'-' if value < 0 else '+'}{magnitude}"]
+        if float(value).is_integer() and abs(value) <= 16:  # small counts (replicas, hours) matter exactly
+            out.append(f"{a}:int={int(value)}")
+        return out
     if isinstance(value, list):
         return [f"{a}:list{_bucket(len(value))}"]
     if isinstance(value, Mapping):
@@ -129,7 +132,7 @@ def _pairs(tokens: list[str]) -> list[str]:
     return [f"{a}&{b}" for i, a in enumerate(keyish) for b in keyish[i + 1:]]
 
 
-_KEYISH = re.compile(r"=#|:num|:shape=|^role:|^offhours$|^weekend$|^hour:")
+_KEYISH = re.compile(r"=#|:num|:int=|:shape=|^role:|^offhours$|^weekend$|^hour:")
 MAX_PAIRED = 16
 
 

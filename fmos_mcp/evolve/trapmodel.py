@@ -2,8 +2,8 @@
 leave undecided still needs the slow path (the judges in scope). NumPy to fit, plain Python to predict.
 
 Thresholds are set per tool from out-of-fold predictions so that every slow-path catch of that tool in the
-training traces would still have been sent to the slow path, times a safety factor; a tool with no catch in
-the traces gets the lowest of them. The model may save judge calls, never trade recall for them on what it
+training traces would still have been sent to the slow path, times a safety factor; a tool with fewer than
+`min_caught` catches in the traces gets the lowest threshold of all. The model may save judge calls, never trade recall for them on what it
 has seen. (One global threshold would let the hardest catch of one tool keep every other tool's calls slow.) What it may move at all is decided by the trust plane, not here: sensitive
 classes, detector findings and rules that decide are outside its reach.
 """
@@ -66,17 +66,19 @@ class TrapModel:
 
 
 def fit(examples: Sequence[Example], *, l2: float = 1.0, folds: int = 5, safety: float = 0.5, min_count: int = 2,
-        audit_share: float = 0.05, seed: int = 0) -> TrapModel:
+        min_caught: int = 20, audit_share: float = 0.05, seed: int = 0) -> TrapModel:
     """Fit on all examples; the threshold comes from out-of-fold scores of the positives."""
     if not any(e.caught for e in examples):
         raise ValueError("no call in these traces was caught by the slow path: nothing to learn a trap from")
     vocab = _vocabulary(examples, min_count)
     oof = _out_of_fold(examples, vocab, l2, folds, seed)
-    lowest: dict[str, float] = {}
+    caught: dict[str, list[float]] = {}
     for p, e in zip(oof, examples, strict=True):
         if e.caught:
-            lowest[_tool(e.features)] = min(lowest.get(_tool(e.features), 1.0), p)
-    threshold = min(lowest.values()) * safety
+            caught.setdefault(_tool(e.features), []).append(p)
+    threshold = min(min(scores) for scores in caught.values()) * safety
+    # A tool's own threshold only on enough evidence: a few catches say little about the next one.
+    lowest = {tool: min(scores) for tool, scores in caught.items() if len(scores) >= min_caught}
     weights, bias = _newton(_matrix(examples, vocab), np.array([e.caught for e in examples], float), l2)
     trained = {"examples": len(examples), "caught": sum(e.caught for e in examples), "vocabulary": len(vocab), "folds": folds,
                "safety": safety, "l2": l2}
