@@ -98,7 +98,7 @@ def build(config: AppConfig) -> App:
     own.add(model_service.own_tools())
     trust.service.judges.ask = model_service.judge_ask  # judges route and count like any model request
     trust_versions = TrustVersions(trust.service, versions, EvolveConfig.from_section(sections.get("evolve")))
-    trust_versions.policies_sha = policies_version.sha256 if policies_version else None
+    trust_versions.policies_sha = policies_version.sha256 if policies_version else ""  # "": serving no version
     trust_versions.on_routing = _learned_routes(models)
     trust_versions.reload()
     interceptors: list[Interceptor] = [TracingInterceptor(traces)]

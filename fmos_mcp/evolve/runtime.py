@@ -115,8 +115,9 @@ class TrustVersions:
         self.store = store
         self.config = config
         self.canary: Canary | None = None
-        self.policies_sha: str | None = None
-        self.listings: Sequence[ServerListing] = ()
+        self.policies_sha: str | None = None  # of the policies version served; None until the app says
+        # Every server's last listing, over all pools: a new version's profiles exist before its first call.
+        self.listings: dict[str, ServerListing] = {}
         self.on_routing: Callable[[str | None], None] | None = None  # the model plane's learned table
         self.routing_id: int | None = None
 
@@ -138,7 +139,7 @@ class TrustVersions:
 
     def vet(self, listings: Sequence[ServerListing]) -> list[ServerListing]:
         """The catalog transform: the active version decides what hosts see; a canary's profiles are kept too."""
-        self.listings = listings
+        self.listings.update((listing.server, listing) for listing in listings)
         canary = self.canary
         if canary is not None and canary.service.vetting is not self.active.vetting:
             canary.service.vetting(listings)
@@ -195,7 +196,7 @@ class TrustVersions:
             log.error("policy error in a version; the file is skipped", version=version.label, detail=str(error))
         vetting = Vetting(policies, pins or like.vetting.pins, like.audit)
         if self.listings:
-            vetting(self.listings)  # profiles before the first call, not after the next catalog rebuild
+            vetting(list(self.listings.values()))  # profiles before the first call, not at the next rebuild
         return TrustService(policies, vetting, like.audit, judges=like.judges, clock=like.clock, key=like.key)
 
     def _set_model(self, service: TrustService, version: Version | None) -> None:
