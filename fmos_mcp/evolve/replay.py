@@ -29,7 +29,6 @@ from fmos_mcp.state.db import StateDB
 from fmos_mcp.state.pins import PinStore
 from fmos_mcp.traps.request import HostCapabilities, HostInfo, MediatedRequest
 from fmos_mcp.trust.policy import PolicySet
-from fmos_mcp.trust.privilege import SENSITIVE
 from fmos_mcp.trust.service import TrustService
 from fmos_mcp.trust.vetting import Vetting
 
@@ -147,5 +146,3 @@ async def _oracle(request: MediatedRequest, params: Any) -> types.CreateMessageR
     text = json.dumps({"verdict": verdict, "confidence": 1.0, "reason": "the evaluation set's verdict"})
     return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text=text), model="oracle")
 
-
-__all__ = ["SENSITIVE", "EvalCall", "EvalSetError", "Outcome", "Replayer", "listings_from_pins", "load_evalset"]
