@@ -115,7 +115,7 @@ async def run(sessions: list[Session], base: Path, state: Path, policies: Path) 
                     await client.call_tool(call.tool, call.arguments)
         await app.traces.flush()
         tasks.cancel_scope.cancel()
-    rows = [r for r in app.traces.recent(10**7) if r["method"] == "tools/call"]
+    rows = [r for r in app.traces.recent(None) if r["method"] == "tools/call"]
     app.db.close()
     return rows, driver.judge_calls
 
@@ -208,7 +208,7 @@ def static_rows_of(state: Path) -> list[dict[str, Any]]:
     from fmos_mcp.state.traces import TraceStore
     db = StateDB(state)
     try:
-        return [r for r in TraceStore(db).recent(10**7) if r["method"] == "tools/call"]
+        return [r for r in TraceStore(db).recent(None) if r["method"] == "tools/call"]
     finally:
         db.close()
 

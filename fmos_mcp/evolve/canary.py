@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmos_mcp.evolve.config import CanaryLimits
+from fmos_mcp.evolve.train import went_slow
 from fmos_mcp.traps.request import MediatedRequest
 
 
@@ -50,7 +51,7 @@ class CanaryWatch:
             counts.blocked += 1
         elif getattr(result, "is_error", False):
             counts.errors += 1
-        if any("judge" in t.snapshot or "approval" in t.snapshot for t in trust):
+        if any(went_slow(t.snapshot) for t in trust):
             counts.slow += 1
         return None if self.tripped else self._check()
 

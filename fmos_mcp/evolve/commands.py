@@ -21,6 +21,7 @@ from fmos_mcp.evolve.train import examples, trace_calls, train_report
 from fmos_mcp.evolve.trapmodel import TrapModel, fit
 from fmos_mcp.evolve.versions import Version, VersionError, VersionStore
 from fmos_mcp.state.db import DB_FILE, StateDB
+from fmos_mcp.state.traces import TraceStore
 from fmos_mcp.trust.policy import load_bundle, read_bundle
 
 ACTOR = "cli"
@@ -52,14 +53,7 @@ class Context:
         return EvolveConfig.from_section(load_bundle(bundle).sections.get("evolve"))
 
     def rows(self) -> list[dict[str, Any]]:
-        with self.db.locked() as db:
-            cursor = db.execute("SELECT * FROM traces ORDER BY id")
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-        for row in rows:
-            row["traps"] = json.loads(row["traps"]) if row.get("traps") else []
-            row["features"] = json.loads(row["features"]) if row.get("features") else None
-        return rows
+        return TraceStore(self.db).recent(None)
 
     def default_evalsets(self) -> list[Path]:
         base = self.policies_dir.parent / "evalsets" if self.policies_dir else None
@@ -170,13 +164,14 @@ def evaluate(ctx: Context, ref: str, evalsets: list[Path], *, as_json: bool) -> 
 
 async def _evaluate(ctx: Context, version: Version, evalsets: list[Path]) -> dict[str, Any]:
     report: dict[str, Any] = {"candidate": version.label, "evalsets": [str(p) for p in evalsets]}
+    rows = ctx.rows()
     policies = ctx.store.active("policies")
     bundle = json.loads(policies.body) if policies else {}
     model_version = ctx.store.active("trap-model")
     model = TrapModel.from_json(model_version.body) if model_version else None
     if version.kind == "trap-model":
         candidate = TrapModel.from_json(version.body)
-        report["traces"] = ev.trace_part(model, candidate, trace_calls(ctx.rows()))
+        report["traces"] = ev.trace_part(model, candidate, trace_calls(rows))
         current, proposed = (bundle, model), (bundle, candidate)
     elif version.kind == "policies":
         current, proposed = (bundle, model), (json.loads(version.body), model)
@@ -193,12 +188,12 @@ async def _evaluate(ctx: Context, version: Version, evalsets: list[Path]) -> dic
         report["evalset"] = {"current": ev.outcome_metrics(before), "candidate": ev.outcome_metrics(after),
                              "changed": ev.changed(before, after),
                              "sensitive_loosened": ev.loosened_sensitive(before, after)}
-        _judge_costs(ctx, report, before, after)
+        _judge_costs(rows, report, before, after)
     return report
 
 
-def _judge_costs(ctx: Context, report: dict[str, Any], before: list[Any], after: list[Any]) -> None:
-    judged = [t["snapshot"] for r in ctx.rows() for t in r["traps"]
+def _judge_costs(rows: list[dict[str, Any]], report: dict[str, Any], before: list[Any], after: list[Any]) -> None:
+    judged = [t["snapshot"] for r in rows for t in r["traps"]
               if t.get("kind") == "model" and ((t.get("snapshot") or {}).get("features") or {}).get("task") == "judge"]
     if not judged:
         return

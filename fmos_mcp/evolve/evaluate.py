@@ -17,7 +17,7 @@ from typing import Any
 
 from fmos_mcp.evolve.config import GateLimits
 from fmos_mcp.evolve.replay import EvalCall, Outcome, Replayer
-from fmos_mcp.evolve.train import TraceCall, compare
+from fmos_mcp.evolve.train import TraceCall, compare, keeps_slow
 from fmos_mcp.evolve.trapmodel import TrapModel
 from fmos_mcp.gateway.catalog import ServerListing
 from fmos_mcp.trust.policy import load_bundle
@@ -83,12 +83,8 @@ def gate(report: dict[str, Any], limits: GateLimits) -> list[str]:
 
 def trace_part(current: TrapModel | None, candidate: TrapModel | None, calls: Sequence[TraceCall]) -> dict[str, Any]:
     before, after = compare(current, calls), compare(candidate, calls)
-    flips = sum(_keeps(current, c) != _keeps(candidate, c) for c in calls if c.eligible)
+    flips = sum(keeps_slow(current, c) != keeps_slow(candidate, c) for c in calls)
     return {"current": before, "candidate": after, "decisions_changed": flips}
-
-
-def _keeps(model: TrapModel | None, call: TraceCall) -> bool:
-    return model is None or model.needs_slow(call.features)[0]
 
 
 def table(report: dict[str, Any]) -> list[tuple[str, str, str]]:

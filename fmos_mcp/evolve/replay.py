@@ -21,6 +21,7 @@ from typing import Any
 import mcp_types as types
 
 from fmos_mcp.config import ServersConfig
+from fmos_mcp.evolve.train import went_slow
 from fmos_mcp.evolve.trapmodel import TrapModel
 from fmos_mcp.gateway.catalog import ServerListing
 from fmos_mcp.gateway.naming import exposed_name
@@ -129,7 +130,7 @@ class Replayer:
             action = "ask"
         elif trust is not None and trust.decision == "deny":
             action = "block"
-        return Outcome(call, action, "judge" in snapshot or "approval" in snapshot, sensitive,
+        return Outcome(call, action, went_slow(snapshot), sensitive,
                        snapshot.get("rule", ""), snapshot.get("learned"), snapshot.get("features"),
                        bool(snapshot.get("undecided")))
 

@@ -41,24 +41,30 @@ POLL = 1.0
 def adopt_policy_files(store: VersionStore, directory: Path | None) -> Version | None:
     """The policies directory becomes a new active version when its files changed since they were last
     recorded; otherwise the active version (perhaps one `evolve promote` chose) stays."""
-    return _adopt(store, "policies", directory, read_bundle)
+    return _adopt(store, "policies", directory, read_bundle(directory) if _is_dir(directory) else None)
 
 
 def adopt_skill_files(store: VersionStore, directory: Path | None, state_dir: Path) -> Path | None:
     """The same for the skills directory; returns where the active version's files are (a copy under the
     state directory when a promoted version differs from the files), or None when there are none."""
-    version = _adopt(store, "skills", directory, read_files)
+    files = read_files(directory) if _is_dir(directory) else None
+    version = _adopt(store, "skills", directory, files)
     if version is None:
         return None
-    if directory is not None and version.body == json.dumps(read_files(directory), sort_keys=True):
+    if files is not None and version.body == json.dumps(files, sort_keys=True):
         return directory
     return materialize(version, state_dir / "versions")
 
 
-def _adopt(store: VersionStore, kind: str, directory: Path | None, read: Callable[[Path], dict[str, str]]) -> Version | None:
-    if directory is None or not directory.is_dir():
+def _is_dir(directory: Path | None) -> bool:
+    return directory is not None and directory.is_dir()
+
+
+def _adopt(store: VersionStore, kind: str, directory: Path | None, files: dict[str, str] | None) -> Version | None:
+    """`files`: the directory's, read once by the caller (None: no directory)."""
+    if files is None:
         return store.active(kind)
-    body = json.dumps(read(directory), sort_keys=True)
+    body = json.dumps(files, sort_keys=True)
     recorded = [v for v in store.all(kind) if v.provenance.get("origin") == "files"]
     if recorded and recorded[-1].body == body and store.active(kind) is not None:
         return store.active(kind)

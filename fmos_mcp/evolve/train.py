@@ -28,6 +28,16 @@ class TraceCall:
     eligible: bool  # undecided by static rules, judged (a labelled example)
 
 
+def went_slow(snapshot: dict[str, Any]) -> bool:
+    """A trust trap's snapshot says a judge or a person was asked: the slow path ran."""
+    return "judge" in snapshot or "approval" in snapshot
+
+
+def keeps_slow(model: TrapModel | None, call: TraceCall) -> bool:
+    """Whether `call` still goes to the slow path with `model` (None: static rules alone)."""
+    return not call.eligible or model is None or model.needs_slow(call.features)[0]
+
+
 def trace_calls(rows: Iterable[dict[str, Any]]) -> list[TraceCall]:
     out = []
     for row in rows:
@@ -36,7 +46,7 @@ def trace_calls(rows: Iterable[dict[str, Any]]) -> list[TraceCall]:
         trust = next((t for t in row.get("traps") or () if t.get("service") == "trust"), None)
         snap = (trust or {}).get("snapshot") or {}
         judge = snap.get("judge") or {}
-        slow = bool(judge) or "approval" in snap
+        slow = went_slow(snap)
         caught = judge.get("verdict") == "deny" or snap.get("approval") in ("refused", "unavailable")
         out.append(TraceCall(row.get("id", 0), row["ts"], row["session"], row["features"], slow, caught,
                              bool(snap.get("undecided")) and bool(judge)))
@@ -64,7 +74,7 @@ def compare(model: TrapModel | None, calls: Sequence[TraceCall]) -> dict[str, An
     caught = [c for c in calls if c.caught]
     learned_slow, missed = 0, 0
     for call in calls:
-        keep = not call.eligible or model is None or model.needs_slow(call.features)[0]
+        keep = keeps_slow(model, call)
         learned_slow += call.slow and keep
         missed += call.caught and not keep
     recall = (len(caught) - missed) / len(caught) if caught else 1.0

@@ -43,14 +43,17 @@ class TraceStore:
         with self.db.locked() as db, db.conn:
             db.conn.executemany(f"INSERT INTO traces ({','.join(COLUMNS)}) VALUES ({placeholders})", rows)
 
-    def recent(self, last: int = 20, tenant: str | None = None) -> list[dict[str, Any]]:
+    def recent(self, last: int | None = 20, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The last `last` rows (None: every row), oldest first, with traps and features decoded."""
         sql = "SELECT * FROM traces"
         args: list[Any] = []
         if tenant is not None:
             sql += " WHERE tenant = ?"
             args.append(tenant)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(last)
+        sql += " ORDER BY id DESC"
+        if last is not None:
+            sql += " LIMIT ?"
+            args.append(last)
         with self.db.locked() as db:
             cursor = db.execute(sql, args)
             names = [d[0] for d in cursor.description]
@@ -94,10 +97,13 @@ def _row(request: MediatedRequest, result: Any, outcome: str, error: str | None,
     if request.trail and request.trail[-1].decision == "deny":
         outcome = "denied"
     host = request.host
-    traps = [{**t.as_json(), "snapshot": dict(t.snapshot)} if t.snapshot else t.as_json() for t in request.trail]
-    # The trust trap's features become the row's (a model trap keeps its own routing features).
-    features = next((t["snapshot"].pop("features") for t in traps
-                     if t.get("service") == "trust" and "features" in t.get("snapshot", {})), None)
+    traps, features = [], None
+    for trap in request.trail:
+        out = trap.as_json()
+        if trap.service == "trust" and "features" in trap.snapshot:  # they become the row's, not the trap's
+            features = trap.snapshot["features"]
+            out["snapshot"] = {k: v for k, v in trap.snapshot.items() if k != "features"}
+        traps.append(out)
     if features is None and request.method == "tools/call":  # the fast path computed none: the shape, off the loop
         at = datetime.fromtimestamp(ts, UTC)
         features = {"server": request.server, "tool": request.target, "roles": sorted(host.roles), "hour": at.hour,
