@@ -305,6 +305,9 @@ def test_version_errors_name_what_is_wrong(tmp_path: Path, capsys: Any) -> None:
     assert "not a version" in capsys.readouterr().err
     assert cli(paths, "evolve", "rollback") == 1
     assert "nothing to roll back" in capsys.readouterr().err
+    (tmp_path / "model.json").write_text("{not json")
+    assert cli(paths, "evolve", "propose", "trap-model", "--from", str(tmp_path / "model.json")) == 1
+    assert "model.json: not a trap model (JSONDecodeError" in capsys.readouterr().err
     bad = paths["evalsets"]
     bad.mkdir()
     (bad / "bad.jsonl").write_text('{"session": "s"}\n')

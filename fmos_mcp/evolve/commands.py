@@ -120,7 +120,7 @@ def propose(ctx: Context, kind: str, source: Path | None, note: str | None) -> i
 
 def _trap_candidate(ctx: Context, source: Path | None) -> tuple[str, dict[str, Any]]:
     if source is not None:
-        model = TrapModel.from_json(source.read_text())
+        model = _from_file(TrapModel.from_json, source, "trap model")
         return model.to_json(), {"origin": "file", "file": str(source)}
     rows = ctx.rows()
     calls = trace_calls(rows)
@@ -133,10 +133,18 @@ def _trap_candidate(ctx: Context, source: Path | None) -> tuple[str, dict[str, A
                                                                   "tool_calls": len(calls), **model.trained}}
 
 
+def _from_file(parse: Any, source: Path, what: str) -> Any:
+    try:
+        return parse(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"{source}: not a {what} ({type(exc).__name__}: {exc})") from None
+
+
 def _routing_candidate(ctx: Context, source: Path | None) -> tuple[str, dict[str, Any]]:
     from fmos_mcp.evolve.routes import RouteTable, learn
     if source is not None:
-        return RouteTable.from_json(source.read_text()).to_json(), {"origin": "file", "file": str(source)}
+        table = _from_file(RouteTable.from_json, source, "routing table")
+        return table.to_json(), {"origin": "file", "file": str(source)}
     records = [t["snapshot"] for r in ctx.rows() for t in r["traps"] if t.get("kind") == "model" and t.get("snapshot")]
     if not records:
         raise CommandError("no model requests in the traces to learn routes from")
